@@ -1,0 +1,285 @@
+"""One configuration schema for every stage.
+
+Every stage's configuration is a tree of dataclasses. Shared sections (``ModelConfig``,
+``TrainConfig``, ``DataConfig``, ``LoraConfig``) live here; a stage composes them into its own
+top-level dataclass next to the stage's code. ``load_config`` reads a YAML file, applies
+``key=value`` overrides (dotted keys reach nested sections: ``train.learning_rate=1e-5``) and
+validates types, literals and ranges, raising :class:`ConfigError` that names the bad key.
+
+Each field's docstring is the string in its ``metadata["help"]``; defaults are the reference
+implementation's values (PKU-Alignment/safe-rlhf scripts) unless a comment says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def doc(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a one-line docstring kept in its metadata."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        factory = (lambda d=default: _copy(d))
+        return field(default_factory=factory, metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def _copy(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft) on the backbone; off by default (full fine-tuning)."""
+
+    enabled: bool = doc(False, "Train LoRA adapters instead of all backbone weights.")
+    r: int = doc(16, "LoRA rank.")
+    alpha: int = doc(32, "LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = doc(0.05, "Dropout on the LoRA branch.")
+    target_modules: str = doc("all-linear", "Modules to adapt: 'all-linear' or comma-separated names.")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.r > 0, prefix + "r", "must be > 0")
+        _check(0.0 <= self.dropout < 1.0, prefix + "dropout", "must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model to start from."""
+
+    name_or_path: str = doc("smollm2-135m-instruct", "Built-in name, Hugging Face id or local folder.")
+    trust_remote_code: bool = doc(False, "Allow code from the model repository to run (off: safe default).")
+    lora: LoraConfig = doc(LoraConfig(), "LoRA settings.")
+
+    def validate(self, prefix: str) -> None:
+        _check(bool(self.name_or_path), prefix + "name_or_path", "must not be empty")
+        self.lora.validate(prefix + "lora.")
+
+
+@dataclass
+class DataSource:
+    """One preference or prompt data source."""
+
+    path: str = doc("", "Local file/folder or Hugging Face dataset id.")
+    format: str = doc("auto", "auto | pku-saferlhf | hh-rlhf | trl | decoupled | prompts")
+    split: str = doc("", "Split to read for dataset ids / folders ('' = the source's default).")
+    limit: int = doc(0, "Read at most this many records (0 = all).")
+
+    def validate(self, prefix: str) -> None:
+        _check(bool(self.path), prefix + "path", "must not be empty")
+        _check(self.limit >= 0, prefix + "limit", "must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Training and evaluation data."""
+
+    train: list[DataSource] = doc([], "Training sources (records concatenated).")
+    eval: list[DataSource] = doc([], "Evaluation sources; empty = split `eval_fraction` off the train data.")
+    eval_fraction: float = doc(0.2, "Held-out share when no eval source is given (seeded split).")
+    split_seed: int = doc(42, "Seed of the train/eval split.")
+    max_length: int = doc(512, "Maximum tokens of prompt + response (prompt truncated from the left).")
+    invalid_rows: Literal["error", "drop", "keep"] = doc("drop", "What to do with rows that fail validation.")
+
+    def validate(self, prefix: str) -> None:
+        _check(0.0 <= self.eval_fraction < 1.0, prefix + "eval_fraction", "must be in [0, 1)")
+        _check(self.max_length > 8, prefix + "max_length", "must be > 8")
+        for i, source in enumerate(self.train):
+            source.validate(f"{prefix}train[{i}].")
+        for i, source in enumerate(self.eval):
+            source.validate(f"{prefix}eval[{i}].")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every training stage."""
+
+    epochs: float = doc(2.0, "Passes over the training data (fractions allowed).")
+    max_steps: int = doc(0, "Stop after this many optimiser steps (0 = use epochs).")
+    learning_rate: float = doc(2e-5, "Peak learning rate.")
+    weight_decay: float = doc(0.1, "AdamW weight decay.")
+    batch_size: int = doc(16, "Examples (pairs for score models) per process per micro-batch.")
+    eval_batch_size: int = doc(32, "Examples per process per evaluation batch.")
+    gradient_accumulation_steps: int = doc(1, "Micro-batches per optimiser step.")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = doc("cosine", "Learning-rate schedule.")
+    warmup_ratio: float = doc(0.03, "Share of steps with linear warm-up.")
+    max_grad_norm: float = doc(1.0, "Gradient clipping norm (0 = off).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
+        "auto", "auto = bf16 autocast on hardware that supports it (GPU), else fp32."
+    )
+    seed: int = doc(42, "Random seed.")
+    logging_steps: int = doc(10, "Write a log.jsonl line every N optimiser steps.")
+    eval_steps: int = doc(0, "Evaluate every N optimiser steps (0 = only at the end).")
+    save_steps: int = doc(0, "Write a resumable checkpoint every N steps (0 = only the final model).")
+    num_threads: int = doc(0, "torch CPU threads (0 = torch default).")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.epochs > 0 or self.max_steps > 0, prefix + "epochs", "must be > 0 (or set max_steps)")
+        _check(self.learning_rate > 0, prefix + "learning_rate", "must be > 0")
+        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        _check(self.eval_batch_size > 0, prefix + "eval_batch_size", "must be > 0")
+        _check(self.gradient_accumulation_steps > 0, prefix + "gradient_accumulation_steps", "must be > 0")
+        _check(0.0 <= self.warmup_ratio < 1.0, prefix + "warmup_ratio", "must be in [0, 1)")
+        _check(self.logging_steps > 0, prefix + "logging_steps", "must be > 0")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading machinery
+
+
+def _check(ok: bool, key: str, reason: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {reason}")
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None):
+    """Build ``cls`` from an optional YAML file, optional base dict and ``key=value`` overrides."""
+    data: dict = dict(base or {})
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = _merge(data, loaded)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    try:
+        config = from_dict(cls, data)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return config
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: Any, prefix: str = ""):
+    """Recursively build dataclass ``cls`` from ``data``, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(fields))})"
+        )
+    kwargs = {name: _convert(hints[name], value, prefix + name) for name, value in data.items()}
+    instance = cls(**kwargs)
+    if prefix == "" and hasattr(instance, "validate"):
+        instance.validate("")
+    return instance
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(non_none[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return {k: _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp is DataSource:
+            value = {"path": value}
+        return from_dict(tp, value, key + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def validate_sections(config: Any, prefix: str = "") -> None:
+    """Call ``validate(prefix)`` on every direct dataclass section of ``config`` that has one."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and hasattr(value, "validate"):
+            value.validate(f"{prefix}{f.name}.")
+
+
+def to_dict(config: Any) -> dict:
+    """Plain-dict view of a config (for saving next to the outputs)."""
+    return dataclasses.asdict(config)
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """One line per key with its default and docstring (``saferlhf COMMAND --help-config``)."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        )
+        if dataclasses.is_dataclass(default):
+            lines += describe(type(default), prefix + f.name + ".")
+        else:
+            lines.append(f"{prefix}{f.name} = {default!r}  # {f.metadata.get('help', '')}")
+    return lines
