@@ -126,7 +126,7 @@ class ScoreModel(nn.Module):
         missing = [k for k in missing if "rotary_emb" not in k and "position_ids" not in k]
         if missing or unexpected:
             raise ValueError(f"{folder}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        return model
+        return model.eval()
 
 
 @dataclass
