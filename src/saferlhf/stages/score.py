@@ -1,0 +1,90 @@
+"""``saferlhf score``: score (prompt, response) pairs from a file with a trained reward or cost model.
+
+Input: any file or dataset id :mod:`saferlhf.data.readers` reads, with ``prompt`` and ``response``
+columns. Output: a jsonl file with the input columns plus ``score`` (and ``is_unsafe`` = score > 0
+for cost models), and summary statistics returned as metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from saferlhf.config import _check, doc
+from saferlhf.data.readers import read_rows
+from saferlhf.data.templates import encode
+from saferlhf.models.loading import load_tokenizer
+from saferlhf.models.score_model import ScoreModel
+from saferlhf.runio import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class ScoreCommandConfig:
+    model: str = doc("", "Folder of a trained score model (train-reward / train-cost output_dir).")
+    input: str = doc("", "File or dataset id with 'prompt' and 'response' columns.")
+    output: str = doc("", "Output jsonl (default: <input stem>.scores.jsonl beside the input).")
+    batch_size: int = doc(16, "Pairs per forward pass.")
+    max_length: int = doc(512, "Maximum tokens (prompt truncated from the left).")
+    normalize: Literal["none", "scale", "affine"] = doc("none", "Score normalisation with the saved statistics.")
+
+    def validate(self, prefix: str) -> None:
+        _check(bool(self.model), prefix + "model", "must name a trained score model folder")
+        _check(bool(self.input), prefix + "input", "must name a file with prompt/response columns")
+        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+
+
+@torch.no_grad()
+def score_texts(model: ScoreModel, tokenizer, prompts: list, responses: list[str], max_length: int = 512,
+                batch_size: int = 16, normalize: str = "none", progress: bool = True) -> list[float]:
+    """End scores of (prompt, response) pairs, in input order."""
+    model.eval()
+    encoded = [encode(tokenizer, p, r, max_length).input_ids for p, r in zip(prompts, responses)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding
+    scores = [0.0] * len(encoded)
+    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress, leave=False):
+        rows = order[start:start + batch_size]
+        length = max(len(encoded[i]) for i in rows)
+        input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for j, i in enumerate(rows):
+            input_ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
+            attention_mask[j, : len(encoded[i])] = 1
+        values = model.normalize(model(input_ids=input_ids, attention_mask=attention_mask).end_scores, normalize)
+        for j, i in enumerate(rows):
+            scores[i] = float(values[j])
+    return scores
+
+
+def run(config: ScoreCommandConfig) -> dict:
+    model = ScoreModel.from_pretrained(config.model)
+    tokenizer = load_tokenizer(config.model, padding_side="right")
+    rows = []
+    for raw in read_rows(config.input):
+        row = raw.row if isinstance(raw.row, dict) else {}
+        if raw.error or not isinstance(row.get("prompt"), (str, list)) or not isinstance(row.get("response"), str):
+            raise ValueError(f"{raw.location}: needs 'prompt' and 'response' columns "
+                             f"({raw.error or 'found ' + ', '.join(sorted(row))})")
+        rows.append(row)
+    scores = score_texts(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                         config.max_length, config.batch_size, config.normalize)
+    is_cost = model.score_config.kind == "cost"
+    lines = []
+    for row, score in zip(rows, scores):
+        out = {**row, "score": score}
+        if is_cost:
+            out["is_unsafe"] = score > 0
+        lines.append(json.dumps(out))
+    output = Path(config.output or Path(config.input).with_suffix("").as_posix() + ".scores.jsonl")
+    atomic_write_text(output, "\n".join(lines) + "\n")
+    values = torch.tensor(scores)
+    metrics = {"kind": model.score_config.kind, "num_scored": len(scores), "score_mean": float(values.mean()),
+               "score_std": float(values.std()) if len(scores) > 1 else 0.0, "output": str(output)}
+    if is_cost:
+        metrics["unsafe_share"] = float((values > 0).float().mean())
+    atomic_write_json(output.with_suffix(".metrics.json"), metrics)
+    return metrics

@@ -1,0 +1,224 @@
+"""``saferlhf train-reward`` and ``saferlhf train-cost``: the score models of Safe RLHF.
+
+One loop for both (they differ only in which response of a pair comes first and in the loss, see
+:mod:`saferlhf.training.score_losses`). Runs on Hugging Face Accelerate, so the same command runs
+on one CPU or under ``accelerate launch`` on many GPUs; LoRA optional; cosine schedule with warm-up;
+gradient accumulation; bf16 autocast where the hardware supports it; atomic checkpoints every
+``train.save_steps`` with exact resume (``resume=true``).
+
+Output folder: the score model (``ScoreModel.save_pretrained``: safetensors + tokenizer +
+``score_config.json`` with normalisation statistics), ``metrics.json``, ``log.jsonl``,
+``config.yaml`` and ``score_histogram.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate.data_loader import prepare_data_loader, skip_first_batches
+from tqdm.auto import tqdm
+
+from saferlhf.config import DataConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.data.loading import load_preference_data
+from saferlhf.models.loading import apply_lora, load_tokenizer
+from saferlhf.models.score_model import ScoreModel
+from saferlhf.runio import RunWriter
+from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from saferlhf.training.pairs import encode_pairs, pair_loader
+from saferlhf.training.score_losses import cost_loss, reward_loss
+from saferlhf.training.score_metrics import save_histogram, score_metrics
+from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler, total_steps
+
+
+@dataclass
+class ScoreStageConfig:
+    """Configuration of ``train-reward`` / ``train-cost`` (reference defaults: 2 epochs, lr 2e-5,
+    weight decay 0.1, batch 16, max length 512)."""
+
+    model: ModelConfig = doc(ModelConfig(), "Backbone of the score model (decoder or encoder).")
+    data: DataConfig = doc(DataConfig(), "Preference data.")
+    train: TrainConfig = doc(TrainConfig(), "Optimisation.")
+    output_dir: str = doc("runs/score-model", "Folder for the model, metrics.json and log.jsonl.")
+    regularization: float = doc(0.001, "η: weight of the score regulariser mean(score²).")
+    pooling: Literal["auto", "last", "mean"] = doc(
+        "auto", "Sequence score: last non-padding token, or masked mean; auto = last for decoders, mean for encoders.")
+    group_by_length: bool = doc(True, "Batch pairs of similar length together (less padding, faster).")
+    normalization_samples: int = doc(256, "Training pairs scored at the end for the normalisation statistics.")
+    resume: bool = doc(False, "Continue from output_dir/checkpoint if it exists.")
+
+    def validate(self, prefix: str) -> None:
+        validate_sections(self, prefix)
+        _check(len(self.data.train) > 0, prefix + "data.train", "must list at least one data source")
+        _check(self.regularization >= 0, prefix + "regularization", "must be >= 0")
+        _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
+
+
+def run_reward(config: ScoreStageConfig) -> dict:
+    return train_score_model(config, "reward")
+
+
+def run_cost(config: ScoreStageConfig) -> dict:
+    return train_score_model(config, "cost")
+
+
+def _loss(kind: str, scores: torch.Tensor, batch: dict, regularization: float) -> torch.Tensor:
+    first, second = scores.chunk(2)  # (B,), (B,): preferred / safer first
+    if kind == "reward":
+        return reward_loss(first, second, regularization)
+    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization)
+
+
+def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
+    accelerator = make_accelerator(config.train)
+    output_dir = Path(config.output_dir)
+    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
+    writer.write_config({"kind": kind, **to_dict(config)})
+
+    tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code, padding_side="right")
+    data = load_preference_data(config.data, tokenizer, need="helpfulness" if kind == "reward" else "harmlessness")
+    train_pairs = encode_pairs(data.train, tokenizer, config.data.max_length, kind)
+    eval_pairs = encode_pairs(data.eval, tokenizer, config.data.max_length, kind)
+    if not train_pairs:
+        raise ValueError("no training pairs left after validation; see the data report above")
+
+    model = ScoreModel.from_backbone(config.model.name_or_path, kind=kind, pooling=config.pooling,
+                                     trust_remote_code=config.model.trust_remote_code)
+    model.backbone = apply_lora(model.backbone, config.model.lora, task_type="FEATURE_EXTRACTION")
+    optimizer = make_optimizer(model, config.train)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    def epoch_loader(epoch: int):
+        loader = pair_loader(train_pairs, config.train.batch_size, tokenizer.pad_token_id, shuffle=True,
+                             seed=config.train.seed + epoch, group_by_length=config.group_by_length)
+        return prepare_data_loader(loader, accelerator.device, accelerator.num_processes, accelerator.process_index)
+
+    num_steps = total_steps(config.train, len(epoch_loader(0)))
+    scheduler = make_scheduler(optimizer, config.train, num_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    checkpoint_dir = output_dir / "checkpoint"
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "pairs_seen": 0, "train_seconds": 0.0}
+    if config.resume and find_checkpoint(checkpoint_dir):
+        state = load_checkpoint(accelerator, checkpoint_dir)
+        writer.truncate_log(state["step"])
+        accelerator.print(f"[saferlhf] resumed from {checkpoint_dir} at step {state['step']}")
+
+    progress = tqdm(total=num_steps, initial=state["step"], desc=f"train-{kind}", disable=not accelerator.is_main_process)
+    window_loss, window_correct, window_pairs = 0.0, 0.0, 0
+    started = time.perf_counter() - state["train_seconds"]
+    model.train()
+    while state["step"] < num_steps:
+        loader = epoch_loader(state["epoch"])
+        if state["batch_in_epoch"]:
+            loader = skip_first_batches(loader, state["batch_in_epoch"])
+        for batch in loader:
+            with accelerator.accumulate(model):
+                scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).end_scores
+                loss = _loss(kind, scores, batch, config.regularization)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite {kind} loss ({loss.item()}) at step {state['step']}; stopping. "
+                        f"The last good checkpoint (if any) is kept at {checkpoint_dir}.")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.train.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            state["batch_in_epoch"] += 1
+            first, second = scores.detach().chunk(2)
+            correct = (first > second) if kind == "reward" else (second > first)
+            window_loss += loss.item() * first.numel()
+            window_correct += correct.float().sum().item()
+            window_pairs += first.numel()
+            state["pairs_seen"] += first.numel() * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state["step"] += 1
+            progress.update(1)
+            step = state["step"]
+            if step % config.train.logging_steps == 0 or step == num_steps:
+                totals = accelerator.reduce(torch.tensor([window_loss, window_correct, window_pairs],
+                                                         device=accelerator.device, dtype=torch.float64), "sum")
+                loss_mean, accuracy = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+                writer.log(step, loss=loss_mean, accuracy=accuracy, learning_rate=scheduler.get_last_lr()[0],
+                           epoch=state["epoch"] + state["batch_in_epoch"] / max(1, len(loader)))
+                progress.set_postfix(loss=f"{loss_mean:.3f}", acc=f"{accuracy:.3f}")
+                window_loss, window_correct, window_pairs = 0.0, 0.0, 0
+            if config.train.eval_steps and step % config.train.eval_steps == 0 and step < num_steps and eval_pairs:
+                writer.log(step, **evaluate(accelerator, model, eval_pairs, kind, config, tokenizer)[0])
+                model.train()
+            if config.train.save_steps and step % config.train.save_steps == 0 and step < num_steps:
+                state["train_seconds"] = time.perf_counter() - started
+                save_checkpoint(accelerator, checkpoint_dir, state)
+            if step >= num_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    progress.close()
+    train_seconds = time.perf_counter() - started
+
+    metrics, scores = evaluate(accelerator, model, eval_pairs, kind, config, tokenizer) if eval_pairs else ({}, None)
+    unwrapped = accelerator.unwrap_model(model)
+    mean, std = normalization_statistics(accelerator, model, train_pairs, kind, config, tokenizer)
+    unwrapped.score_config.score_mean, unwrapped.score_config.score_std = mean, std
+    metrics.update({
+        "kind": kind,
+        "num_train_pairs": len(train_pairs),
+        "train_steps": state["step"],
+        "train_seconds": train_seconds,
+        "train_pairs_per_s": state["pairs_seen"] / max(train_seconds, 1e-9),
+        "train_score_mean": mean,
+        "train_score_std": std,
+        "data_report": data.report.to_dict(),
+    })
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir, tokenizer)
+        if scores is not None:
+            save_histogram(output_dir / "score_histogram.png", kind, *scores)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    writer.log(state["step"], **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    writer.write_metrics(metrics)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+@torch.no_grad()
+def score_pairs(accelerator, model, pairs, config: ScoreStageConfig, tokenizer):
+    """End scores of (first, second) for every pair plus their safety labels, gathered from all processes."""
+    loader = pair_loader(pairs, config.train.eval_batch_size, tokenizer.pad_token_id, shuffle=False)
+    loader = prepare_data_loader(loader, accelerator.device, accelerator.num_processes, accelerator.process_index)
+    model.eval()
+    firsts, seconds, first_safe, second_safe = [], [], [], []
+    for batch in tqdm(loader, desc="score pairs", leave=False, disable=not accelerator.is_main_process):
+        scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).end_scores
+        first, second = scores.chunk(2)
+        gathered = accelerator.gather_for_metrics((first, second, batch["first_is_safe"], batch["second_is_safe"]))
+        for bucket, value in zip((firsts, seconds, first_safe, second_safe), gathered):
+            bucket.append(value.float().cpu())
+    return tuple(torch.cat(bucket) for bucket in (firsts, seconds, first_safe, second_safe))
+
+
+def evaluate(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tokenizer):
+    scores = score_pairs(accelerator, model, pairs, config, tokenizer)
+    metrics = score_metrics(kind, *scores)
+    losses = _loss(kind, torch.cat(scores[:2]), {"first_is_safe": scores[2], "second_is_safe": scores[3]},
+                   config.regularization)
+    metrics["eval_loss"] = float(losses)
+    return metrics, scores
+
+
+def normalization_statistics(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tokenizer):
+    """Mean and std of scores on a seeded sample of training pairs (stored for score normalisation)."""
+    sample = random.Random(config.train.seed).sample(pairs, min(len(pairs), config.normalization_samples))
+    first, second, _, _ = score_pairs(accelerator, model, sample, config, tokenizer)
+    scores = torch.cat([first, second])
+    std = float(scores.std()) if scores.numel() > 1 else 1.0
+    return float(scores.mean()), std if math.isfinite(std) and std > 0 else 1.0

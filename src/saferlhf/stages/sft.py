@@ -1,0 +1,128 @@
+"""``saferlhf sft``: supervised fine-tuning on (prompt, response) data with the chat template.
+
+A thin wrapper around TRL's ``SFTTrainer`` (no copied trainer): rows become TRL's conversational
+prompt/completion format, so the loss covers the response tokens only (``completion_only_loss``)
+and the prompt is rendered with the model's chat template. Full fine-tuning or LoRA (peft).
+Later stages use it for the PTX data and refusal-token training.
+
+Input rows (jsonl / json / csv / parquet files or dataset ids, read by :mod:`saferlhf.data.readers`): ``prompt`` + ``response`` (or
+``completion``) columns, or a ``messages`` column holding a whole conversation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.data.readers import read_rows
+from saferlhf.models.loading import load_causal_lm, load_tokenizer
+from saferlhf.runio import RunWriter
+from saferlhf.training.setup import mixed_precision
+
+
+@dataclass
+class SFTStageConfig:
+    model: ModelConfig = doc(ModelConfig(), "Causal LM to fine-tune.")
+    train_data: list[DataSource] = doc([], "Files with prompt/response (or messages) rows.")
+    eval_data: list[DataSource] = doc([], "Optional evaluation files (same columns).")
+    train: TrainConfig = doc(TrainConfig(epochs=1.0, batch_size=8), "Optimisation.")
+    max_length: int = doc(512, "Maximum tokens per example (longer ones are truncated).")
+    output_dir: str = doc("runs/sft", "Folder for the model, metrics.json and log.jsonl.")
+    resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
+
+    def validate(self, prefix: str) -> None:
+        validate_sections(self, prefix)
+        _check(len(self.train_data) > 0, prefix + "train_data", "must list at least one file")
+        for i, source in enumerate(self.train_data + self.eval_data):
+            source.validate(f"{prefix}train_data[{i}].")
+
+
+def to_conversation(row: dict, where: str) -> dict:
+    """One row -> TRL conversational prompt/completion; errors name the file and row."""
+    if row.get("messages"):
+        messages = row["messages"]
+        if messages[-1].get("role") != "assistant":
+            raise ValueError(f"{where}: 'messages' must end with an assistant turn")
+        return {"prompt": messages[:-1], "completion": [messages[-1]]}
+    response = row.get("response", row.get("completion"))
+    if not isinstance(row.get("prompt"), str) or not isinstance(response, str) or not response.strip():
+        raise ValueError(f"{where}: needs a string 'prompt' and a non-empty 'response' (or 'completion'); "
+                         f"found columns {sorted(row)}")
+    return {"prompt": [{"role": "user", "content": row["prompt"]}],
+            "completion": [{"role": "assistant", "content": response}]}
+
+
+def load_sft_dataset(sources: list[DataSource]):
+    from datasets import Dataset
+
+    rows = []
+    for source in sources:
+        for raw in read_rows(source.path, source.split, source.limit):
+            if raw.error:
+                raise ValueError(f"{raw.location}: {raw.error}")
+            rows.append(to_conversation(raw.row, raw.location))
+    return Dataset.from_list(rows)
+
+
+def run(config: SFTStageConfig) -> dict:
+    from trl import SFTConfig, SFTTrainer
+
+    output_dir = Path(config.output_dir)
+    writer = RunWriter(output_dir, resume=config.resume)
+    writer.write_config(to_dict(config))
+    tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
+    model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
+    train_dataset = load_sft_dataset(config.train_data)
+    eval_dataset = load_sft_dataset(config.eval_data) if config.eval_data else None
+    precision = mixed_precision(config.train.precision)
+    lora = config.model.lora
+    peft_config = None
+    if lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=lora.target_modules if lora.target_modules == "all-linear"
+                                 else lora.target_modules.split(","), task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=config.train.epochs,
+        max_steps=config.train.max_steps or -1,
+        learning_rate=config.train.learning_rate,
+        weight_decay=config.train.weight_decay,
+        per_device_train_batch_size=config.train.batch_size,
+        per_device_eval_batch_size=config.train.eval_batch_size,
+        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        lr_scheduler_type=config.train.lr_scheduler,
+        warmup_steps=config.train.warmup_ratio,  # a float < 1 is a ratio in transformers >= 5
+        max_grad_norm=config.train.max_grad_norm,
+        seed=config.train.seed,
+        logging_steps=config.train.logging_steps,
+        save_strategy="steps" if config.train.save_steps else "no",
+        save_steps=config.train.save_steps or 500,
+        eval_strategy="steps" if eval_dataset is not None and config.train.eval_steps else "no",
+        eval_steps=config.train.eval_steps or None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        max_length=config.max_length,
+        completion_only_loss=True,
+        gradient_checkpointing=False,
+        report_to="none",
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=peft_config)
+    has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=bool(config.resume and has_checkpoint))
+    for entry in trainer.state.log_history:
+        writer.log(entry.get("step", 0), **{k: v for k, v in entry.items() if k != "step"})
+    metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
+               "num_train_examples": len(train_dataset), **result.metrics}
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    final = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+    final.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    writer.write_metrics(metrics)
+    return metrics
+
+

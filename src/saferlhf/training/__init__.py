@@ -1,0 +1,1 @@
+"""Training building blocks shared by stages: score-model losses, pair batches, optimiser set-up."""

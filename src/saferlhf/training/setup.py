@@ -1,0 +1,63 @@
+"""Accelerator, optimiser and schedule from a :class:`~saferlhf.config.TrainConfig`.
+
+Shared by every hand-written training loop (score models, refusal classifier, policy). Mixed
+precision comes from Accelerate: ``precision="auto"`` picks bf16 autocast on GPUs that support it
+and full fp32 elsewhere (the CPU), so the same config runs on a laptop and a cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from saferlhf.config import TrainConfig
+
+
+def mixed_precision(precision: str) -> str:
+    """Accelerate's ``mixed_precision`` value for a config ``precision``."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def make_accelerator(train: TrainConfig, **kwargs) -> Accelerator:
+    if train.num_threads > 0:
+        torch.set_num_threads(train.num_threads)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        mixed_precision=mixed_precision(train.precision),
+        **kwargs,
+    )
+    set_seed(train.seed)
+    return accelerator
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig, learning_rate: float | None = None) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights (the usual split)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate or train.learning_rate)
+
+
+def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimiser steps of a run: ``max_steps`` if set, else ``epochs`` passes."""
+    if train.max_steps > 0:
+        return train.max_steps
+    return max(1, math.ceil(train.epochs * batches_per_epoch / train.gradient_accumulation_steps))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, num_steps: int):
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[train.lr_scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=int(train.warmup_ratio * num_steps),
+                         num_training_steps=num_steps)
