@@ -94,5 +94,9 @@ def pair_loader(pairs: list[EncodedPair], batch_size: int, pad_token_id: int, sh
             sampler = LengthGroupedSampler(batch_size, lengths=[len(p) for p in pairs], generator=generator)
         else:
             sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+    # The loader gets its own generator: creating an iterator would otherwise draw from the global
+    # torch RNG, and a resumed run (which creates its iterator after restoring RNG states) would
+    # then see different dropout masks than an uninterrupted one.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      generator=torch.Generator().manual_seed(seed),
                       collate_fn=lambda batch: collate_pairs(batch, pad_token_id))
