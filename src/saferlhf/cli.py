@@ -15,6 +15,8 @@ from saferlhf.config import ConfigError, describe, load_config
 
 # command -> ("module:ConfigClass", "module:run_function", one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("saferlhf.pipeline.demo:DemoConfig", "saferlhf.pipeline.demo:run",
+             "the built-in default run on a fresh machine (see README)"),
     "sft": ("saferlhf.stages.sft:SFTStageConfig", "saferlhf.stages.sft:run", "supervised fine-tuning (TRL SFTTrainer)"),
     "train-reward": ("saferlhf.stages.score_training:ScoreStageConfig", "saferlhf.stages.score_training:run_reward",
                      "train the reward (helpfulness) model"),
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", "-c", help="YAML configuration file")
         p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
         p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys for nested sections)")
+        if name == "demo":
+            p.add_argument("--quick", action="store_true", help="a small run (a few minutes)")
         if name == "train-policy":
             p.add_argument("--algo", help="shortcut for algorithm=...")
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if getattr(args, "algo", None):
         overrides.append(f"algorithm={args.algo}")
+    if getattr(args, "quick", False):
+        overrides.append("quick=true")
     if getattr(args, "resume", False):
         overrides.append("resume=true")
     try:

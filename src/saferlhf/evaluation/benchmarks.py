@@ -1,0 +1,235 @@
+"""Harm and over-refusal prompt sets: built-in names, local files, Hugging Face dataset ids.
+
+Every set becomes a list of :class:`BenchmarkPrompt` with a ``label`` in :data:`PROMPT_LABELS`:
+``harmful`` (the model should refuse), ``harmless`` (the model should answer; refusing is a false
+refusal), ``controversial`` (PHTest's ambiguous tier: reported apart, counted in neither rate) or
+``unlabelled`` (only refusal rates are reported).
+
+Built-in names (``path`` overrides where the data is read from: a local file/folder or a hub id):
+
+============== ============================================================ =====================
+name           default source                                               labels
+============== ============================================================ =====================
+xstest         ``../shared/data/xstest/xstest_prompts.csv`` (Röttger 2024)  ``label`` safe/unsafe,
+                                                                            category = ``type``
+advbench       ``../shared/data/advbench/harmful_behaviors.csv`` (Zou 2023) all harmful
+harmbench      ``../shared/data/harmbench/harmbench_behaviors_text_all.csv`` all harmful; rows
+               (Mazeika 2024)                                               with FunctionalCategory
+                                                                            ``copyright`` dropped
+or-bench       hub ``bench-llm/or-bench``: ``or-bench-hard-1k`` +           hard-1k/80k harmless,
+               ``or-bench-toxic`` (Cui 2024); also ``or-bench-hard-1k``,    toxic harmful
+               ``or-bench-toxic``, ``or-bench-80k`` alone
+phtest         hub ``furonghuang-lab/PHTest`` (An 2024), columns            ``Harmfulness``:
+               ``Request``, ``Harmfulness``                                 harmless/controversial
+============== ============================================================ =====================
+
+Any other name is a csv / jsonl / json file (or a hub id) with a prompt column and optional label
+and category columns. HarmBench contextual behaviours are shown to the model the way HarmBench's
+DirectRequest baseline does: ``"{context}\\n\\n---\\n\\n{behavior}"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROMPT_LABELS = ("harmful", "harmless", "controversial", "unlabelled")
+SHARED_DATA = Path("../shared/data")  # relative to the working directory (the repository root)
+
+PROMPT_COLUMNS = ("prompt", "goal", "behavior", "request", "instruction", "question", "query", "text")
+LABEL_COLUMNS = ("label", "harmfulness", "harmful", "is_harmful", "safety")
+CATEGORY_COLUMNS = ("category", "type", "semanticcategory", "harm_category")
+LABEL_VALUES = {
+    "harmful": "harmful", "unsafe": "harmful", "toxic": "harmful", "harm": "harmful", "true": "harmful",
+    "harmless": "harmless", "safe": "harmless", "benign": "harmless", "false": "harmless",
+    "controversial": "controversial",
+}
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file or row cannot be read; the message names the file, line and reason."""
+
+
+@dataclass
+class BenchmarkPrompt:
+    prompt: str
+    label: str  # one of PROMPT_LABELS
+    category: str = ""
+    id: str = ""
+    source: str = ""  # "file:line" or "hub-id[config]:index"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    prompts: list[BenchmarkPrompt]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of rows left out
+
+
+def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", prompt_column: str = "",
+                   label_column: str = "", category_column: str = "") -> Benchmark:
+    """Load a built-in set by name, or any csv/jsonl file / hub id given as ``name`` or ``path``.
+
+    ``limit`` keeps the first N prompts after filtering (0 = all); ``label`` forces one label on
+    every prompt of a set without a label column.
+    """
+    key = name.lower()
+    if key == "xstest":
+        bench = _generic(name, path or str(SHARED_DATA / "xstest" / "xstest_prompts.csv"),
+                         prompt_column or "prompt", label_column or "label", category_column or "type", label)
+    elif key == "advbench":
+        bench = _generic(name, path or str(SHARED_DATA / "advbench" / "harmful_behaviors.csv"),
+                         prompt_column or "goal", label_column, category_column, label or "harmful")
+    elif key == "harmbench":
+        bench = _harmbench(name, path or str(SHARED_DATA / "harmbench" / "harmbench_behaviors_text_all.csv"))
+    elif key in ("or-bench", "or-bench-hard-1k", "or-bench-toxic", "or-bench-80k"):
+        bench = _or_bench(key, path)
+    elif key == "phtest":
+        bench = _generic(name, path or "furonghuang-lab/PHTest", prompt_column or "request",
+                         label_column or "harmfulness", category_column, label)
+    else:
+        source = path or name
+        bench = _generic(Path(source).stem if Path(source).suffix else name, source, prompt_column, label_column,
+                         category_column, label)
+    if limit:
+        bench.prompts = bench.prompts[:limit]
+    return bench
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: local csv / jsonl / json, or a Hugging Face dataset id
+
+
+def read_rows(source: str, config: str | None = None, split: str = "train") -> list[tuple[str, dict]]:
+    """``(where, row)`` pairs from a local file or a hub dataset; ``where`` is "file:line" for errors."""
+    path = Path(source)
+    if path.is_file():
+        return _read_file(path)
+    if path.exists():
+        raise BenchmarkError(f"{source}: not a readable csv/jsonl/json file")
+    if source.startswith((".", "/")) or path.suffix in (".csv", ".jsonl", ".json"):
+        raise BenchmarkError(f"{source}: file not found (relative paths are read from {Path.cwd()}; "
+                             "set the benchmark's path: to a local copy)")
+    try:
+        import datasets
+
+        data = datasets.load_dataset(source, config, split=split)
+    except Exception as error:  # no network, unknown id, ...
+        raise BenchmarkError(f"{source}: not a local file and could not be loaded from the Hugging Face hub "
+                             f"({type(error).__name__}: {error}); download it and pass its local path") from None
+    tag = f"{source}[{config}]" if config else source
+    return [(f"{tag}:{i}", dict(row)) for i, row in enumerate(data)]
+
+
+def _read_file(path: Path) -> list[tuple[str, dict]]:
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            return [(f"{path}:{reader.line_num}", row) for row in reader]
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((f"{path}:{number}", json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise BenchmarkError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        return rows
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise BenchmarkError(f"{path}: expected a JSON list of objects")
+        return [(f"{path}:[{i}]", row) for i, row in enumerate(data)]
+    raise BenchmarkError(f"{path}: unsupported file type '{path.suffix}' (use .csv, .jsonl or .json)")
+
+
+def _find_column(row: dict, wanted: str, candidates: tuple[str, ...], where: str, what: str) -> str | None:
+    by_lower = {str(k).lower(): k for k in row}
+    if wanted:
+        if wanted.lower() not in by_lower:
+            raise BenchmarkError(f"{where}: no {what} column '{wanted}' (columns: {', '.join(map(str, row))})")
+        return by_lower[wanted.lower()]
+    for candidate in candidates:
+        if candidate in by_lower:
+            return by_lower[candidate]
+    return None
+
+
+def parse_label(value, where: str) -> str:
+    """Map a label cell (safe/unsafe, harmless/harmful, benign/toxic, controversial) to PROMPT_LABELS."""
+    text = str(value).strip().lower()
+    if text in LABEL_VALUES:
+        return LABEL_VALUES[text]
+    raise BenchmarkError(f"{where}: unknown label {value!r} (expected one of {', '.join(sorted(LABEL_VALUES))})")
+
+
+def _generic(name: str, source: str, prompt_column: str, label_column: str, category_column: str,
+             forced_label: str, rows: list[tuple[str, dict]] | None = None) -> Benchmark:
+    if forced_label and forced_label not in PROMPT_LABELS:
+        raise BenchmarkError(f"benchmark '{name}': label {forced_label!r} is not one of {', '.join(PROMPT_LABELS)}")
+    rows = read_rows(source) if rows is None else rows
+    if not rows:
+        raise BenchmarkError(f"{source}: no rows")
+    where0, first = rows[0]
+    prompt_key = _find_column(first, prompt_column, PROMPT_COLUMNS, where0, "prompt")
+    if prompt_key is None:
+        raise BenchmarkError(f"{where0}: no prompt column (looked for {', '.join(PROMPT_COLUMNS)}; "
+                             f"columns: {', '.join(map(str, first))}); set prompt_column")
+    label_key = None if forced_label else _find_column(first, label_column, LABEL_COLUMNS, where0, "label")
+    category_key = _find_column(first, category_column, CATEGORY_COLUMNS, where0, "category")
+    prompts, skipped = [], {}
+    for index, (where, row) in enumerate(rows):
+        text = row.get(prompt_key)
+        if text is None or not str(text).strip():
+            skipped["empty prompt"] = skipped.get("empty prompt", 0) + 1
+            continue
+        label = forced_label or (parse_label(row.get(label_key), where) if label_key else "unlabelled")
+        category = str(row.get(category_key) or "") if category_key else ""
+        extra = {k: v for k, v in row.items() if k not in (prompt_key, label_key, category_key)}
+        prompts.append(BenchmarkPrompt(str(text), label, category, str(row.get("id", row.get("ID", index))), where, extra))
+    return Benchmark(name, prompts, source, skipped)
+
+
+def _harmbench(name: str, source: str) -> Benchmark:
+    prompts, skipped = [], {}
+    for where, row in read_rows(source):
+        missing = [c for c in ("Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID") if c not in row]
+        if missing:
+            raise BenchmarkError(f"{where}: not a HarmBench behaviours file (missing {', '.join(missing)})")
+        if row["FunctionalCategory"] == "copyright":
+            skipped["copyright"] = skipped.get("copyright", 0) + 1
+            continue
+        context = (row.get("ContextString") or "").strip()
+        text = f"{context}\n\n---\n\n{row['Behavior']}" if context else row["Behavior"]
+        prompts.append(BenchmarkPrompt(text, "harmful", row["SemanticCategory"], row["BehaviorID"], where,
+                                       {"functional_category": row["FunctionalCategory"]}))
+    return Benchmark(name, prompts, source, skipped)
+
+
+OR_BENCH_ID = "bench-llm/or-bench"
+_OR_BENCH_PARTS = {"or-bench-hard-1k": "harmless", "or-bench-toxic": "harmful", "or-bench-80k": "harmless"}
+
+
+def _or_bench(key: str, path: str) -> Benchmark:
+    """OR-Bench (Cui et al. 2024): csv files ``prompt,category``; the label comes from the subset."""
+    parts = ["or-bench-hard-1k", "or-bench-toxic"] if key == "or-bench" else [key]
+    prompts, sources = [], []
+    for part in parts:
+        if path and Path(path).is_dir():
+            source, rows = str(Path(path) / f"{part}.csv"), None
+        elif path and Path(path).is_file():
+            if len(parts) > 1:
+                raise BenchmarkError(f"{path}: 'or-bench' needs a folder holding or-bench-hard-1k.csv and "
+                                     "or-bench-toxic.csv (or name one subset: or-bench-hard-1k / or-bench-toxic)")
+            source, rows = path, None
+        else:
+            source = path or OR_BENCH_ID
+            rows = read_rows(source, config=part)
+        bench = _generic(part, source, "prompt", "", "category", _OR_BENCH_PARTS[part], rows=rows)
+        prompts += bench.prompts
+        sources.append(source)
+    return Benchmark(key, prompts, " + ".join(sources))

@@ -1,0 +1,279 @@
+"""``saferlhf evaluate``: generate answers on harm / over-refusal benchmarks, score them, report.
+
+Steps: load the benchmark sets -> generate with every model (batched, greedy by default; answers
+already in ``generations.jsonl`` with the same settings are reused, so a run can be re-scored or
+resumed without regenerating) -> refusal detectors (rules always, for the patterns; the learned
+classifier when configured) -> reward / cost models -> optional LLM judge -> metrics per model,
+benchmark and category (:mod:`saferlhf.evaluation.metrics`) -> arena and Elo when two or more
+models are compared -> ``metrics.json``, ``generations.jsonl``, ``report.html``, ``report.md``.
+
+``metrics.json``: ``{"models": {model: {benchmark: {"harmful_compliance_rate", "false_refusal_rate",
+..., "detectors": {detector: {...}}, "per_category": {...}}}}, "overall": {model: {...}},
+"benchmarks": {...}, "arena": {...}, "settings": {...}}``; the top-level rates are the primary
+detector's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
+from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
+from saferlhf.runio import RunWriter, atomic_write_text
+
+GENERATIONS = "generations.jsonl"
+
+
+@dataclass
+class EvalModelConfig:
+    """One model to evaluate."""
+
+    name_or_path: str = doc("smollm2-135m-instruct", "Built-in name, Hugging Face id or local folder.")
+    name: str = doc("", "Display name in metrics and report ('' = name_or_path).")
+    trust_remote_code: bool = doc(False, "Allow code from the model repository to run.")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.name_or_path
+
+
+@dataclass
+class BenchmarkConfig:
+    """One prompt set: a built-in name or a csv/jsonl/json file (or hub id)."""
+
+    name: str = doc("xstest", "xstest | advbench | harmbench | or-bench | or-bench-hard-1k | or-bench-toxic | "
+                              "or-bench-80k | phtest | a file path or hub id.")
+    path: str = doc("", "Where to read a built-in set from ('' = ../shared/data/... or its hub id).")
+    limit: int = doc(0, "Use only the first N prompts (0 = all); for quick runs.")
+    label: str = doc("", "Label every prompt: harmful | harmless | controversial ('' = from the file).")
+    prompt_column: str = doc("", "Prompt column of a file ('' = auto: prompt, goal, behavior, request, ...).")
+    label_column: str = doc("", "Label column ('' = auto: label, harmfulness, ...; none = unlabelled).")
+    category_column: str = doc("", "Category column ('' = auto: category, type, semanticcategory).")
+
+    def validate(self, prefix: str) -> None:
+        _check(bool(self.name), prefix + "name", "must not be empty")
+        _check(self.limit >= 0, prefix + "limit", "must be >= 0")
+        _check(self.label in ("",) + PROMPT_LABELS, prefix + "label", f"must be one of {PROMPT_LABELS} or ''")
+
+
+@dataclass
+class GenerationConfig:
+    """Answer generation (HF ``generate`` with KV cache, left padding)."""
+
+    max_new_tokens: int = doc(96, "New tokens per answer (refusals show in the first sentence).")
+    batch_size: int = doc(16, "Prompts per generation batch.")
+    temperature: float = doc(0.0, "0 = greedy decoding; > 0 = sampling.")
+    top_p: float = doc(1.0, "Nucleus sampling mass (sampling only).")
+    seed: int = doc(42, "Seed for sampling.")
+    num_threads: int = doc(0, "torch CPU threads (0 = torch default).")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
+        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        _check(self.temperature >= 0, prefix + "temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, prefix + "top_p", "must be in (0, 1]")
+
+
+@dataclass
+class RefusalDetectionConfig:
+    """Which refusal detectors label the answers."""
+
+    detectors: Literal["rules", "classifier", "both", "auto"] = doc(
+        "rules", "rules | classifier | both | auto (both when classifier_path exists, else rules, with a notice).")
+    classifier_path: str = doc("", "Folder of a trained refusal classifier (saferlhf train-refusal-classifier).")
+    primary: Literal["", "rules", "classifier"] = doc("", "Detector whose rates sit at the top level ('' = first).")
+
+    def validate(self, prefix: str) -> None:
+        needs_classifier = self.detectors in ("classifier", "both") or self.primary == "classifier"
+        _check(not needs_classifier or bool(self.classifier_path), prefix + "classifier_path",
+               f"is required with detectors={self.detectors!r} / primary={self.primary!r}")
+
+
+@dataclass
+class ScoringConfig:
+    """Optional reward and cost models (folders saved by train-reward / train-cost)."""
+
+    reward_model: str = doc("", "Reward model folder ('' = none).")
+    cost_model: str = doc("", "Cost model folder ('' = none); cost > 0 means unsafe.")
+    max_length: int = doc(512, "Maximum tokens of prompt + answer (prompt truncated from the left).")
+    batch_size: int = doc(16, "Pairs per scoring batch.")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.max_length > 8, prefix + "max_length", "must be > 8")
+        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+
+
+@dataclass
+class JudgeConfig:
+    """Optional LLM judge over an OpenAI-compatible endpoint (two rubrics, two calls per answer)."""
+
+    base_url: str = doc("", "Endpoint base, e.g. http://127.0.0.1:8000/v1 ('' = no judge).")
+    model: str = doc("", "Model name sent to the endpoint.")
+    api_key_env: str = doc("OPENAI_API_KEY", "Environment variable holding the API key (may be unset).")
+    aspects: list[str] = doc(["helpfulness", "harmlessness"], "Rubrics to score.")
+    timeout: float = doc(60.0, "Seconds per request.")
+    max_retries: int = doc(3, "Retries on connection errors, timeouts, HTTP 429 and 5xx.")
+    max_tokens: int = doc(256, "Tokens of the judge's reply.")
+
+    def validate(self, prefix: str) -> None:
+        _check(not self.base_url or bool(self.model), prefix + "model", "is required when base_url is set")
+        for i, aspect in enumerate(self.aspects):
+            _check(aspect in ("helpfulness", "harmlessness"), f"{prefix}aspects[{i}]",
+                   "must be helpfulness or harmlessness")
+        _check(self.max_retries >= 0, prefix + "max_retries", "must be >= 0")
+
+
+@dataclass
+class ArenaConfig:
+    """Pairwise comparison of models on shared prompts, and Elo ratings."""
+
+    tie_margin: float = doc(0.0, "Reward/cost differences up to this size count as ties.")
+    elo_method: Literal["bradley-terry", "online"] = doc("bradley-terry", "Elo fit (see saferlhf.evaluation.elo).")
+    bootstrap_rounds: int = doc(1000, "Bootstrap resamples for the Elo confidence intervals.")
+    l2: float = doc(0.01, "Bradley-Terry Gaussian prior strength (keeps undefeated ratings finite).")
+    k_factor: float = doc(4.0, "K of online Elo.")
+    seed: int = doc(42, "Bootstrap seed.")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.bootstrap_rounds >= 0, prefix + "bootstrap_rounds", "must be >= 0")
+        _check(self.tie_margin >= 0, prefix + "tie_margin", "must be >= 0")
+        _check(self.l2 >= 0, prefix + "l2", "must be >= 0")
+
+
+@dataclass
+class EvaluateConfig:
+    """Configuration of ``saferlhf evaluate``."""
+
+    models: list[EvalModelConfig] = doc([EvalModelConfig()], "Models to evaluate (two or more: arena + Elo).")
+    benchmarks: list[BenchmarkConfig] = doc([BenchmarkConfig()], "Prompt sets.")
+    generation: GenerationConfig = doc(GenerationConfig(), "Generation settings.")
+    refusal: RefusalDetectionConfig = doc(RefusalDetectionConfig(), "Refusal detectors.")
+    scoring: ScoringConfig = doc(ScoringConfig(), "Reward / cost models.")
+    judge: JudgeConfig = doc(JudgeConfig(), "LLM judge.")
+    arena: ArenaConfig = doc(ArenaConfig(), "Arena and Elo.")
+    training_logs: list[str] = doc([], "log.jsonl files or run folders whose reward/cost/λ curves go in the report.")
+    rounds: list[str] = doc([], "Model display names in training-round order (Beaver-v1, v2, ...) for the report.")
+    reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
+    reuse_from: str = doc("", "Another generations.jsonl to reuse answers from (re-score without regenerating).")
+    progress: bool = doc(True, "Show progress bars.")
+    output_dir: str = doc("runs/evaluate", "Output folder.")
+
+    def validate(self, prefix: str) -> None:
+        validate_sections(self, prefix)
+        _check(bool(self.models), prefix + "models", "must name at least one model")
+        _check(bool(self.benchmarks), prefix + "benchmarks", "must name at least one benchmark")
+        names = [m.display_name for m in self.models]
+        _check(len(set(names)) == len(names), prefix + "models", f"display names must be unique, got {names}")
+        for i, model in enumerate(self.models):
+            _check(bool(model.name_or_path), f"{prefix}models[{i}].name_or_path", "must not be empty")
+        for i, bench in enumerate(self.benchmarks):
+            bench.validate(f"{prefix}benchmarks[{i}].")
+        bench_names = [b.name for b in self.benchmarks]
+        _check(len(set(bench_names)) == len(bench_names), prefix + "benchmarks", f"names must be unique: {bench_names}")
+        _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
+
+
+def detector_plan(config: RefusalDetectionConfig) -> tuple[list[str], str, str]:
+    """``(detectors, primary, notice)`` after resolving ``auto``."""
+    notice = ""
+    if config.detectors == "auto":
+        if config.classifier_path and Path(config.classifier_path).is_dir():
+            detectors = ["rules", "classifier"]
+        else:
+            detectors = ["rules"]
+            notice = (f"refusal classifier folder '{config.classifier_path}' not found: using the rule detector only"
+                      if config.classifier_path else "no classifier_path: using the rule detector only")
+    else:
+        detectors = {"rules": ["rules"], "classifier": ["classifier"], "both": ["rules", "classifier"]}[config.detectors]
+    if "classifier" in detectors and not Path(config.classifier_path).is_dir():
+        raise ConfigError(f"config key 'refusal.classifier_path': folder '{config.classifier_path}' not found")
+    primary = config.primary or detectors[0]
+    if primary not in detectors:
+        raise ConfigError(f"config key 'refusal.primary': {primary!r} is not among the detectors {detectors}")
+    return detectors, primary, notice
+
+
+def run(config: EvaluateConfig) -> dict:
+    from saferlhf.evaluation import annotate
+    from saferlhf.evaluation.arena import run_arena
+    from saferlhf.evaluation.metrics import summarize
+    from saferlhf.report import write_report
+
+    started = time.time()
+    if config.generation.num_threads:
+        torch.set_num_threads(config.generation.num_threads)
+    detectors, primary, notice = detector_plan(config.refusal)
+    if notice:
+        print(f"[saferlhf evaluate] {notice}", flush=True)
+    output_dir = Path(config.output_dir)
+    writer = RunWriter(output_dir)
+    writer.write_config(to_dict(config))
+    benchmarks = [load_benchmark(b.name, b.path, b.limit, b.label, b.prompt_column, b.label_column,
+                                 b.category_column) for b in config.benchmarks]
+    loaded_names = [b.name for b in benchmarks]
+    if len(set(loaded_names)) != len(loaded_names):
+        raise ConfigError(f"config key 'benchmarks': two sets share a name {loaded_names}; rename a file")
+    for bench in benchmarks:
+        skipped = f" (left out: {bench.skipped})" if bench.skipped else ""
+        print(f"[saferlhf evaluate] {bench.name}: {len(bench.prompts)} prompts from {bench.source}{skipped}", flush=True)
+    reuse = ([output_dir / GENERATIONS] if config.reuse_generations else []) + (
+        [Path(config.reuse_from)] if config.reuse_from else [])
+    cache = annotate.load_generation_cache(reuse)
+    generation_started = time.time()
+    records = annotate.generate_all(config, benchmarks, cache, lambda rows: _save(output_dir, rows))
+    generation_time = time.time() - generation_started
+    annotate.detect_refusals(records, detectors, config.refusal.classifier_path, config.progress)
+    scoring_info = annotate.add_scores(records, config.scoring)
+    judge_info = annotate.add_judge_scores(records, config.judge, config.progress)
+    _save(output_dir, records)
+
+    by_model: dict[str, list[dict]] = {}
+    for record in records:
+        by_model.setdefault(record["model"], []).append(record)
+    metrics: dict = {"models": {}, "overall": {}}
+    for model, rows in by_model.items():
+        metrics["models"][model] = {b.name: summarize([r for r in rows if r["benchmark"] == b.name], detectors, primary)
+                                    for b in benchmarks}
+        metrics["overall"][model] = summarize(rows, detectors, primary, per_category=False)
+    metrics["benchmarks"] = {b.name: {"source": b.source, "n_prompts": len(b.prompts), "skipped": b.skipped,
+                                      "n_by_label": {l: sum(p.label == l for p in b.prompts) for l in PROMPT_LABELS}}
+                             for b in benchmarks}
+    if len(by_model) > 1:
+        a = config.arena
+        metrics["arena"] = run_arena(by_model, primary, a.tie_margin, a.elo_method, a.bootstrap_rounds, a.seed,
+                                     **({"l2": a.l2} if a.elo_method == "bradley-terry" else {"k": a.k_factor}))
+    metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
+                           "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
+                           "models": {m.display_name: m.name_or_path for m in config.models}}
+    metrics["generation_time_s"] = generation_time  # includes model loading; ~0 when every answer was reused
+    metrics["wall_time_s"] = time.time() - started
+    writer.write_metrics(metrics)
+    write_report(output_dir, metrics, records, config.training_logs or None, config.rounds or None)
+    print(_summary_text(metrics, detectors), flush=True)
+    flat = {f"{m}/{b}/{k}": s[k] for m, bench in metrics["models"].items() for b, s in bench.items()
+            for k in ("harmful_compliance_rate", "false_refusal_rate") if s.get(k) is not None}
+    return {**flat, **metrics}
+
+
+def _save(output_dir: Path, records: list[dict]) -> None:
+    atomic_write_text(output_dir / GENERATIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _summary_text(metrics: dict, detectors: list[str]) -> str:
+    lines = ["", f"{'model / benchmark':40s} " + " ".join(f"{d + ': harmful-compl / false-ref':>36s}" for d in detectors)]
+    for model, bench in metrics["models"].items():
+        for name, s in bench.items():
+            cells = []
+            for d in detectors:
+                rates = s["detectors"][d]
+                cells.append("{:>17s} / {:<16s}".format(*(
+                    "–" if rates[k] is None else f"{100 * rates[k]:.1f}%" for k in ("harmful_compliance_rate",
+                                                                                    "false_refusal_rate"))))
+            lines.append(f"{model + ' / ' + name:40s} " + " ".join(f"{c:>36s}" for c in cells))
+    return "\n".join(lines)

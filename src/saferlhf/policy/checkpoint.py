@@ -1,0 +1,151 @@
+"""Atomic, resumable checkpoints of a policy run.
+
+One checkpoint is the folder ``<output_dir>/checkpoints/step-NNNNNN`` holding
+
+- ``<model>.safetensors`` for every trained model: the actor's *trainable* parameters (all weights,
+  or only the LoRA adapter) and each critic's weights (frozen models are rebuilt from the config);
+- ``optimizers.pt`` and ``schedulers.pt`` (``state_dict`` of each, by name);
+- ``rng_state_<rank>.pt``: Python, NumPy, torch CPU (and CUDA) generator states of every process;
+- ``trainer_state.json``: the step, the data position, the Lagrange multiplier's state and whatever
+  else the loop needs (written last).
+
+It is written to ``step-NNNNNN.tmp``, every file is fsync'ed, and the folder is renamed into place
+(an atomic operation) and its parent fsync'ed. A process killed at any moment therefore leaves only
+complete ``step-*`` folders (plus a stale ``.tmp`` that the next save or resume removes); older
+checkpoints beyond ``keep`` are deleted only after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step-{step:06d}"
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``output_dir/checkpoints``, or None."""
+    root = Path(output_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in root.glob("step-*") if (m := _NAME.match(p.name)) and (p / STATE_FILE).exists()]
+    return max(found)[1] if found else None
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that receive gradients (whole model, or only LoRA adapters), by name."""
+    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}); was the run started with other model or LoRA settings?")
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, models: dict[str, torch.nn.Module],
+                    optimizers: dict[str, Any], schedulers: dict[str, Any], state: dict[str, Any],
+                    keep: int = 1) -> Path:
+    """Write checkpoint ``step`` atomically (see the module docstring); returns its folder."""
+    final = checkpoint_dir(output_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        for name, model in models.items():
+            save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / f"{name}.safetensors"))
+        torch.save({name: opt.state_dict() for name, opt in optimizers.items()}, tmp / "optimizers.pt")
+        torch.save({name: sch.state_dict() for name, sch in schedulers.items()}, tmp / "schedulers.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step, "num_processes": accelerator.num_processes}))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)  # only if this very step was saved before
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+        older = sorted(p for p in final.parent.glob("step-*") if _NAME.match(p.name) and p != final)
+        for path in older[: max(0, len(older) - (keep - 1))]:
+            shutil.rmtree(path, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, folder: str | Path, models: dict[str, torch.nn.Module],
+                    optimizers: dict[str, Any], schedulers: dict[str, Any]) -> dict[str, Any]:
+    """Restore everything :func:`save_checkpoint` wrote; returns the loop's state dict."""
+    folder = Path(folder)
+    state = json.loads((folder / STATE_FILE).read_text())
+    if state.get("num_processes", 1) != accelerator.num_processes:
+        raise ValueError(f"{folder}: saved by {state['num_processes']} processes, resumed with "
+                         f"{accelerator.num_processes}; resume with the same number of processes")
+    for name, model in models.items():
+        load_trainable_state(accelerator.unwrap_model(model), load_file(str(folder / f"{name}.safetensors")),
+                             f"{folder}/{name}.safetensors")
+    saved = torch.load(folder / "optimizers.pt", map_location="cpu", weights_only=False)
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(saved[name])
+    saved = torch.load(folder / "schedulers.pt", map_location="cpu", weights_only=False)
+    for name, scheduler in schedulers.items():
+        scheduler.load_state_dict(saved[name])
+    set_rng_state(torch.load(folder / f"rng_state_{accelerator.process_index}.pt", weights_only=False))
+    return state
+
+
+def remove_stale_tmp(output_dir: str | Path) -> int:
+    """Delete ``step-*.tmp`` folders left by a killed save; returns how many."""
+    stale = list((Path(output_dir) / "checkpoints").glob("step-*.tmp"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)

@@ -1,0 +1,236 @@
+"""``saferlhf train-policy``: run :class:`~saferlhf.policy.trainer.PolicyTrainer` to the end.
+
+Around the trainer's ``step()`` this adds what a run needs: the before/after evaluation on
+``data.eval`` (greedy answers scored by R and C), ``log.jsonl`` / TensorBoard / W&B lines, a progress
+bar, atomic checkpoints every ``train.save_steps`` steps with exact resume (``--resume``), the
+non-finite-loss stop, and the final policy in ``output_dir/policy`` (a plain Hugging Face folder;
+with LoRA also the adapter in ``output_dir/policy_adapter``).
+
+Outputs: ``log.jsonl`` (one line per step: step, reward, cost, lambda, kl, episode_cost, entropy,
+response_length, clip_fraction, losses, time/*), ``eval.jsonl`` and ``eval_answers_<when>.jsonl``,
+``metrics.json``, ``config.yaml``, ``tensorboard/``, ``checkpoints/step-NNNNNN``, ``policy/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from saferlhf.config import to_dict
+from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
+from saferlhf.policy.config import PolicyStageConfig
+from saferlhf.policy.rollout import sample_rollout
+from saferlhf.policy.trainer import NonFiniteLossError, PolicyTrainer
+from saferlhf.runio import RunWriter, atomic_write_text, read_log
+from saferlhf.training.setup import make_accelerator
+
+__all__ = ["PolicyStageConfig", "run", "evaluate"]
+SUMMARY_STEPS = 10  # metrics.json reports the mean of the last this many logged steps
+
+
+def run(config: PolicyStageConfig) -> dict:
+    """Train to ``total_steps`` (resuming if asked), evaluate, save the policy; returns final metrics."""
+    output_dir = Path(config.output_dir)
+    accelerator = make_accelerator(config.train, **_tracker_arguments(config, output_dir))
+    trainer = PolicyTrainer(config, accelerator)
+    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
+    writer.write_config(to_dict(config))
+    accelerator.init_trackers(config.tracking.project, config=_flat_scalars(to_dict(config)))
+
+    state = {"eval_before": None}
+    checkpoint = latest_checkpoint(output_dir) if config.resume else None
+    if config.resume and accelerator.is_main_process:
+        removed = remove_stale_tmp(output_dir)
+        print(f"[saferlhf] resume: {'from ' + str(checkpoint) if checkpoint else 'no checkpoint found, starting anew'}"
+              + (f" ({removed} incomplete checkpoint folder(s) removed)" if removed else ""), flush=True)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint, trainer.models, trainer.optimizers, trainer.schedulers)
+        _restore(trainer, state)
+    if config.resume:  # drop lines written after the checkpoint (and a line cut by the kill)
+        for name in ("log.jsonl", "eval.jsonl"):
+            _truncate(output_dir / name, trainer.global_step if checkpoint else -1, accelerator.is_main_process)
+    if checkpoint is None and trainer.eval_sets:
+        state["eval_before"] = evaluate(trainer, "before")
+        _log_eval(writer, accelerator, 0, state["eval_before"])
+
+    progress = tqdm(total=trainer.total_steps, initial=trainer.global_step, desc=f"train-policy {config.algorithm}",
+                    unit="step", disable=not (accelerator.is_main_process and config.tracking.progress_bar))
+    last_saved = trainer.global_step if checkpoint is not None else -1
+    try:
+        while trainer.global_step < trainer.total_steps:
+            metrics = trainer.step()
+            step = trainer.global_step
+            if step % config.train.logging_steps == 0 or step == trainer.total_steps:
+                writer.log(step, **metrics)
+                accelerator.log(metrics, step=step)
+            progress.update(1)
+            progress.set_postfix(reward=f"{metrics['reward']:.3f}", cost=f"{metrics.get('cost', math.nan):.3f}",
+                                 lam=f"{metrics['lambda']:.3f}", refresh=False)
+            if trainer.eval_sets and config.train.eval_steps and step % config.train.eval_steps == 0 \
+                    and step < trainer.total_steps:
+                _log_eval(writer, accelerator, step, evaluate(trainer, f"step{step}"))
+            if config.train.save_steps and step % config.train.save_steps == 0:
+                _save(trainer, state)
+                last_saved = step
+    except NonFiniteLossError as error:
+        progress.close()
+        writer.write_metrics({"status": "stopped", "reason": str(error), "step": trainer.global_step,
+                              "last_checkpoint": str(latest_checkpoint(output_dir) or "")})
+        accelerator.end_training()
+        raise
+    progress.close()
+    if last_saved != trainer.global_step:
+        _save(trainer, state)
+
+    metrics = {"status": "finished", "algorithm": config.algorithm, "steps": trainer.global_step,
+               "lambda": trainer.multiplier.value}
+    metrics.update(_summary(output_dir / "log.jsonl") if accelerator.is_main_process else {})
+    if trainer.eval_sets:
+        after = evaluate(trainer, "after")
+        _log_eval(writer, accelerator, trainer.global_step, after)
+        metrics.update({f"before/{k}": v for k, v in (state["eval_before"] or {}).items()})
+        metrics.update({f"after/{k}": v for k, v in after.items()})
+    _save_policy(trainer, output_dir / "policy")
+    writer.write_metrics(metrics)
+    accelerator.end_training()
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(trainer: PolicyTrainer, when: str) -> dict[str, float]:
+    """Greedy answers to every eval set, scored: mean reward, mean cost, unsafe share (C > 0), length."""
+    c, accelerator = trainer.config, trainer.accelerator
+    actor = accelerator.unwrap_model(trainer.models["actor"])
+    results, answers = {}, []
+    for name, prompts in trainer.eval_sets.items():
+        mine = prompts[accelerator.process_index::accelerator.num_processes]
+        sums = torch.zeros(4, device=trainer.device)  # reward, cost, unsafe, length
+        for start in tqdm(range(0, len(mine), c.train.eval_batch_size), desc=f"eval {name} ({when})", leave=False,
+                          disable=not (accelerator.is_main_process and c.tracking.progress_bar)):
+            with accelerator.autocast():
+                rollout = sample_rollout(actor, trainer.tokenizer, mine[start:start + c.train.eval_batch_size],
+                                         max_length=c.data.max_length, max_new_tokens=c.evaluation.max_new_tokens,
+                                         greedy=True)
+                reward = trainer.reward_scorer(rollout)
+                cost = trainer.cost_scorer(rollout) if trainer.cost_scorer is not None else torch.zeros_like(reward)
+            sums += torch.stack([reward.sum(), cost.sum(), (cost > 0).float().sum(),
+                                 rollout.response_lengths.float().sum()])
+            answers += [{"set": name, "prompt": p, "answer": a, "reward": r, "cost": k}
+                        for p, a, r, k in zip(rollout.prompts, rollout.response_texts, reward.tolist(), cost.tolist())]
+        count = torch.tensor(float(len(mine)), device=trainer.device)
+        if accelerator.num_processes > 1:
+            sums, count = accelerator.reduce(sums, "sum"), accelerator.reduce(count, "sum")
+        mean = (sums / count.clamp(min=1.0)).tolist()
+        results.update({f"eval/{name}/reward": mean[0], f"eval/{name}/response_length": mean[3]})
+        if trainer.cost_scorer is not None:
+            results.update({f"eval/{name}/cost": mean[1], f"eval/{name}/unsafe_share": mean[2]})
+    if accelerator.is_main_process:  # this process's share of the answers, for reading
+        path = Path(c.output_dir) / f"eval_answers_{when}.jsonl"
+        path.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+    return results
+
+
+def _log_eval(writer: RunWriter, accelerator, step: int, results: dict[str, float]) -> None:
+    if writer.enabled:
+        with open(writer.output_dir / "eval.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, **results}) + "\n")
+    accelerator.log(results, step=step)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints, final policy, summaries
+
+
+def _save(trainer: PolicyTrainer, state: dict) -> None:
+    loop_state = {"global_step": trainer.global_step, "data_position": trainer.global_step * trainer.config.rollout.prompts_per_step
+                  * trainer.accelerator.num_processes, "multiplier": trainer.multiplier.state_dict(),
+                  "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
+                  "eval_before": state.get("eval_before")}
+    save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,
+                    trainer.optimizers, trainer.schedulers, loop_state, keep=trainer.config.keep_checkpoints)
+
+
+def _restore(trainer: PolicyTrainer, state: dict) -> None:
+    if state["algorithm"] != trainer.config.algorithm:
+        raise ValueError(f"resume: the checkpoint was written by algorithm {state['algorithm']!r}, "
+                         f"the config asks for {trainer.config.algorithm!r}")
+    trainer.global_step = int(state["global_step"])
+    trainer.multiplier.load_state_dict(state["multiplier"])
+    if trainer.ptx is not None:
+        trainer.ptx.position = int(state["ptx_position"])
+
+
+def _save_policy(trainer: PolicyTrainer, folder: Path) -> None:
+    """The trained actor as a plain Hugging Face folder (LoRA merged; the adapter saved beside it)."""
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    actor = accelerator.unwrap_model(trainer.models["actor"])
+    if trainer.config.actor.lora.enabled:
+        actor.save_pretrained(folder.with_name(folder.name + "_adapter"))
+        actor = copy.deepcopy(actor).merge_and_unload()
+    actor.save_pretrained(folder, safe_serialization=True)
+    trainer.tokenizer.save_pretrained(folder)
+
+
+def _summary(log_path: Path) -> dict[str, float]:
+    """Mean of each numeric key over the last SUMMARY_STEPS lines of log.jsonl (``final/<key>``)."""
+    lines = read_log(log_path)[-SUMMARY_STEPS:] if log_path.exists() else []
+    keys = [k for k in (lines[-1] if lines else {}) if k != "step" and not k.startswith("time/")]
+    summary = {}
+    for key in keys:
+        values = [line[key] for line in lines if isinstance(line.get(key), (int, float))]
+        if values:
+            summary[f"final/{key}"] = sum(values) / len(values)
+    return summary
+
+
+def _truncate(path: Path, last_step: int, enabled: bool) -> None:
+    """Keep the complete lines of a jsonl log with ``step <= last_step`` (a killed run may leave a cut line)."""
+    if not (enabled and path.exists()):
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _tracker_arguments(config: PolicyStageConfig, output_dir: Path) -> dict:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    wanted = {"tensorboard": (config.tracking.tensorboard, is_tensorboard_available()),
+              "wandb": (config.tracking.wandb, is_wandb_available())}
+    log_with = []
+    for name, (asked, available) in wanted.items():
+        if asked and not available:
+            print(f"[saferlhf] tracking.{name}=true but the '{name}' package is not installed: not logging to "
+                  f"{name} (pip install {name}, or set tracking.{name}=false)", flush=True)
+        elif asked:
+            log_with.append(name)
+    return {"log_with": log_with or None, "project_dir": str(output_dir / "tensorboard")}
+
+
+def _flat_scalars(tree: dict, prefix: str = "") -> dict:
+    """Nested config -> flat {dotted.key: int|float|str|bool} (what TensorBoard's hparams accept)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat_scalars(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return flat
+

@@ -1,0 +1,316 @@
+"""The one policy-optimisation loop: generate, score, update (all four algorithms).
+
+``PolicyTrainer.step()`` is one policy step, timed in three parts:
+
+1. generate: sample ``samples_per_prompt`` answers for this process's prompts (:mod:`.rollout`);
+2. score: reward R and cost C of each answer (:mod:`.scorers`), log-probabilities of the answer
+   tokens under the actor and the reference policy, and the critics' values, all without gradient;
+3. update: λ takes one step on the new episode costs (:mod:`.lagrange`, :mod:`.pid_lagrange`), the
+   advantages are computed (:mod:`.algorithms`), then micro-batches of ``train.batch_size`` answers
+   take the clipped-surrogate step on the actor (+ PTX) and the clipped value step on each critic.
+
+The reference policy is a frozen copy of the initial actor, or with LoRA the same model with its
+adapter switched off (``peft``'s ``disable_adapter``): one copy of the weights, not two.
+Hugging Face Accelerate places the models, runs autocast and gradient accumulation, and averages
+metrics and episode costs across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from saferlhf.config import DataSource
+from saferlhf.data.loading import load_prompts
+from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
+from saferlhf.models.score_model import ScoreModel
+from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages, make_multiplier
+from saferlhf.policy.config import PolicyStageConfig
+from saferlhf.policy.losses import (clipped_surrogate_loss, clipped_value_loss, entropy_from_logits, gather_log_probs,
+                                    masked_mean, sequence_kl)
+from saferlhf.policy.order import EpochOrder
+from saferlhf.policy.ptx import PTXBatches, load_ptx_examples
+from saferlhf.policy.rollout import Rollout, answer_logits, answer_values, sample_rollout
+from saferlhf.policy.scorers import ScoreModelScorer, make_scorer, same_tokenizer
+from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler
+
+
+BUILTIN = "builtin"
+
+
+def load_prompt_source(source: DataSource) -> list:
+    """Prompts of a source: ``builtin[:SPLIT[:LABEL]]`` names the package's built-in prompt set
+    (:mod:`saferlhf.data.builtin`, e.g. ``builtin:heldout:harmful``); anything else goes to
+    :func:`saferlhf.data.loading.load_prompts`."""
+    if source.path != BUILTIN and not source.path.startswith(BUILTIN + ":"):
+        return load_prompts(source)
+    from saferlhf.data.builtin import builtin_prompts
+
+    parts = source.path.split(":")[1:] + ["", ""]
+    try:
+        rows = builtin_prompts(split=parts[0] or None, label=parts[1] or None)
+    except ValueError as error:
+        raise ValueError(f"prompt source {source.path!r} (builtin:SPLIT:LABEL): {error}") from None
+    return [row["prompt"] for row in rows][: source.limit or None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class Experience:
+    """One rollout with everything the update needs (tensors on the accelerator's device)."""
+
+    rollout: Rollout
+    reward: torch.Tensor  # (N,)
+    cost: torch.Tensor | None  # (N,)
+    old_log_probs: torch.Tensor  # (N, T)
+    ref_log_probs: torch.Tensor  # (N, T)
+    old_values: dict[str, torch.Tensor] = field(default_factory=dict)  # critic -> (N, T)
+    advantages: torch.Tensor | None = None  # (N, T)
+    returns: dict[str, torch.Tensor] = field(default_factory=dict)  # critic -> (N, T)
+
+
+class PolicyTrainer:
+    def __init__(self, config: PolicyStageConfig, accelerator=None):
+        self.config = c = config
+        self.spec = ALGORITHM_SPECS[c.algorithm]
+        self.accelerator = accelerator or make_accelerator(c.train)
+        self.device = self.accelerator.device
+        self.tokenizer = load_tokenizer(c.actor.name_or_path, c.actor.trust_remote_code, padding_side="left")
+        actor = apply_lora(load_causal_lm(c.actor.name_or_path, c.actor.trust_remote_code), c.actor.lora, "CAUSAL_LM")
+        self.reference = None if c.actor.lora.enabled else self._frozen(load_causal_lm(c.actor.name_or_path,
+                                                                                          c.actor.trust_remote_code))
+        scorer_args = dict(actor_tokenizer=self.tokenizer, max_length=c.data.max_length, device=self.device)
+        self.reward_scorer = make_scorer(c.reward.path, normalize=c.reward.normalize, batch_size=c.reward.batch_size,
+                                         **scorer_args)
+        self.cost_scorer = make_scorer(c.cost.path, normalize=c.cost.normalize, batch_size=c.cost.batch_size,
+                                       **scorer_args) if c.cost.path else None
+        critics = {name: self._initial_critic(name) for name in self.spec.critics}
+
+        self.prompts = [p for source in c.data.train for p in load_prompt_source(source)]
+        if not self.prompts:
+            raise ValueError("data.train: no usable prompt")
+        self.prompt_order = EpochOrder(len(self.prompts), c.train.seed)
+        self.eval_sets = self._load_eval_sets()
+        self.ptx = None
+        if c.ptx.data and c.ptx.coeff > 0:
+            self.ptx = PTXBatches(load_ptx_examples(c.ptx.data, self.tokenizer, c.data.max_length), c.train.batch_size,
+                                  self.tokenizer.pad_token_id, c.train.seed, self.accelerator.process_index,
+                                  self.accelerator.num_processes)
+
+        global_prompts = c.rollout.prompts_per_step * self.accelerator.num_processes
+        self.total_steps = c.train.max_steps or max(1, math.ceil(c.train.epochs * len(self.prompts) / global_prompts))
+        micro_batches = c.rollout.prompts_per_step * c.samples_per_prompt // c.train.batch_size
+        optimizer_steps = self.total_steps * c.ppo.update_iterations * micro_batches // c.train.gradient_accumulation_steps
+        critic_train = dataclasses.replace(c.train, learning_rate=c.ppo.critic_learning_rate,
+                                           weight_decay=c.ppo.critic_weight_decay, lr_scheduler=c.ppo.critic_lr_scheduler)
+        self.models: dict[str, torch.nn.Module] = {"actor": actor, **{f"{n}_critic": m for n, m in critics.items()}}
+        self.optimizers, self.schedulers = {}, {}
+        for name, model in self.models.items():
+            train = c.train if name == "actor" else critic_train
+            optimizer = make_optimizer(model, train)
+            self.schedulers[name] = make_scheduler(optimizer, train, optimizer_steps)
+            self.models[name], self.optimizers[name] = self.accelerator.prepare(model, optimizer)
+        reduce_mean = None
+        if self.accelerator.num_processes > 1:
+            reduce_mean = lambda x: self.accelerator.reduce(torch.tensor(x, device=self.device), "mean").item()  # noqa: E731
+        self.multiplier = make_multiplier(c.algorithm, c.lagrange, reduce_mean)
+        self.global_step = 0
+
+    # ------------------------------------------------------------------------------------------
+    # Set-up helpers
+
+    def _frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device).eval().requires_grad_(False)
+
+    def _initial_critic(self, name: str) -> ScoreModel:
+        """Reward/cost critic from the score model (reference) or from the actor's backbone (fresh head)."""
+        c = self.config
+        scorer = self.reward_scorer if name == "reward" else self.cost_scorer
+        folder = c.reward.path if name == "reward" else c.cost.path
+        from_score_model = isinstance(scorer, ScoreModelScorer) and scorer.shares_tokenizer
+        if c.ppo.critic_init == "score-model" and not from_score_model:
+            raise ValueError(f"ppo.critic_init=score-model: the {name} source {folder!r} is not a score-model folder "
+                             "sharing the actor's tokenizer (critic values must line up with the actor's tokens)")
+        if c.ppo.critic_init != "actor" and from_score_model:
+            return ScoreModel.from_pretrained(folder).to(self.device).train()
+        backbone = c.ppo.critic_backbone or c.actor.name_or_path
+        if backbone != c.actor.name_or_path and not same_tokenizer(
+                self.tokenizer, load_tokenizer(backbone, c.actor.trust_remote_code)):
+            raise ValueError(f"ppo.critic_backbone={backbone!r} does not share the actor's tokenizer "
+                             "(critic values must line up with the actor's tokens)")
+        critic = ScoreModel.from_backbone(backbone, kind=name, pooling="last", trust_remote_code=c.actor.trust_remote_code)
+        return critic.to(self.device).train()
+
+    def _load_eval_sets(self) -> dict[str, list]:
+        sets: dict[str, list] = {}
+        for i, source in enumerate(self.config.data.eval):
+            name = source.path.replace(":", "_") if source.path.startswith(BUILTIN) else Path(source.path.rstrip("/")).stem
+            name = name or f"eval{i}"
+            name = name if name not in sets else f"{name}_{i}"
+            prompts = load_prompt_source(source)
+            sets[name] = prompts[: self.config.evaluation.max_prompts or None]
+        return sets
+
+    # ------------------------------------------------------------------------------------------
+    # One policy step
+
+    def prompts_for_step(self, step: int) -> list:
+        """This process's prompts of policy step ``step`` (a pure function of the step: resumable)."""
+        local = self.config.rollout.prompts_per_step
+        start = (step * self.accelerator.num_processes + self.accelerator.process_index) * local
+        return [self.prompts[self.prompt_order[start + i]] for i in range(local)]
+
+    def step(self) -> dict[str, float]:
+        """Generate, score, update; returns the step's metrics (averaged over processes) and timings."""
+        c = self.config
+        started = time.perf_counter()
+        with self.accelerator.autocast():
+            rollout = sample_rollout(
+                self.accelerator.unwrap_model(self.models["actor"]), self.tokenizer, self.prompts_for_step(self.global_step),
+                samples_per_prompt=c.samples_per_prompt, max_length=c.data.max_length,
+                max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
+                top_k=c.rollout.top_k, repetition_penalty=c.rollout.repetition_penalty)
+        generated = time.perf_counter()
+        experience = self.make_experience(rollout)
+        scored = time.perf_counter()
+        episode_cost = math.nan
+        if experience.cost is not None:
+            episode_cost = self.multiplier.update(experience.cost.tolist())
+        lagrange_multiplier = self.multiplier.value
+        experience.advantages, experience.returns = compute_advantages(
+            c, experience.reward, experience.cost, experience.old_log_probs, experience.ref_log_probs,
+            rollout.response_mask, experience.old_values, lagrange_multiplier)
+        update_metrics = self.update(experience)
+        updated = time.perf_counter()
+        self.global_step += 1
+
+        mask = rollout.response_mask
+        local = {"reward": experience.reward.mean(),
+                 "kl": sequence_kl(experience.old_log_probs, experience.ref_log_probs, mask).mean(),
+                 "response_length": mask.float().sum(-1).mean(), **update_metrics}
+        if experience.cost is not None:
+            local.update(cost=experience.cost.mean(), unsafe_share=(experience.cost > 0).float().mean())
+        metrics = self.mean_over_processes(local)
+        metrics.update({"lambda": lagrange_multiplier, "episode_cost": episode_cost,
+                        "cost_threshold": c.lagrange.cost_threshold,
+                        "learning_rate": self.schedulers["actor"].get_last_lr()[0],
+                        "time/generate": generated - started, "time/score": scored - generated,
+                        "time/update": updated - scored, "time/step": updated - started})
+        return metrics
+
+    @torch.no_grad()
+    def make_experience(self, rollout: Rollout) -> Experience:
+        """Scores, old and reference log-probabilities and critic values of a rollout (no gradient)."""
+        with self.accelerator.autocast():
+            reward = self.reward_scorer(rollout)
+            cost = self.cost_scorer(rollout) if self.cost_scorer is not None else None
+        actor = self.accelerator.unwrap_model(self.models["actor"])
+        critics = {name: self.accelerator.unwrap_model(self.models[f"{name}_critic"]) for name in self.spec.critics}
+        for model in (actor, *critics.values()):
+            model.eval()
+        old, ref, values = [], [], {name: [] for name in critics}
+        for start in range(0, len(rollout), self.config.train.batch_size):
+            part = rollout.select(range(start, min(start + self.config.train.batch_size, len(rollout))))
+            with self.accelerator.autocast():
+                old.append(gather_log_probs(answer_logits(actor, part), part.response_ids))
+                ref.append(self.reference_log_probs(actor, part))
+                for name, critic in critics.items():
+                    values[name].append(answer_values(critic, part))
+        for model in (actor, *critics.values()):
+            model.train()
+        return Experience(rollout, reward, cost, torch.cat(old), torch.cat(ref),
+                          {name: torch.cat(v).float() for name, v in values.items()})
+
+    def reference_log_probs(self, actor, part: Rollout) -> torch.Tensor:  # (B, T)
+        if self.reference is not None:
+            return gather_log_probs(answer_logits(self.reference, part), part.response_ids)
+        with actor.disable_adapter():  # LoRA: the base model is the reference policy
+            return gather_log_probs(answer_logits(actor, part), part.response_ids)
+
+    def update(self, experience: Experience) -> dict[str, torch.Tensor]:
+        """PPO micro-batches over the rollout, ``ppo.update_iterations`` times; returns mean losses."""
+        c, rollout = self.config, experience.rollout
+        totals: dict[str, torch.Tensor] = {}
+        count = 0
+        models = list(self.models.values())
+        for _ in range(c.ppo.update_iterations):
+            for start in range(0, len(rollout), c.train.batch_size):
+                rows = slice(start, start + c.train.batch_size)
+                part = rollout.select(range(len(rollout))[rows])
+                mask = part.response_mask.float()
+                with self.accelerator.accumulate(*models):
+                    with self.accelerator.autocast():
+                        logits = answer_logits(self.models["actor"], part)
+                    log_probs = gather_log_probs(logits, part.response_ids)
+                    actor_loss, clip_fraction = clipped_surrogate_loss(
+                        log_probs, experience.old_log_probs[rows], experience.advantages[rows], mask,
+                        c.ppo.clip_range_ratio)
+                    losses = {"actor_loss": actor_loss}
+                    if self.ptx is not None:
+                        with self.accelerator.autocast():
+                            input_ids, attention_mask, labels = self.ptx.next_batch(self.device)
+                            losses["ptx_loss"] = self.models["actor"](
+                                input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+                    self.stop_if_not_finite(losses, experience)
+                    self.accelerator.backward(actor_loss + c.ptx.coeff * losses.get("ptx_loss", 0.0))
+                    self.optimizer_step("actor")
+                    for name in self.spec.critics:
+                        with self.accelerator.autocast():
+                            values = answer_values(self.models[f"{name}_critic"], part).float()
+                        losses[f"{name}_critic_loss"] = critic_loss = clipped_value_loss(
+                            values, experience.old_values[name][rows], experience.returns[name][rows], mask,
+                            c.ppo.clip_range_value)
+                        self.stop_if_not_finite({f"{name}_critic_loss": critic_loss}, experience)
+                        self.accelerator.backward(critic_loss)
+                        self.optimizer_step(f"{name}_critic")
+                losses["clip_fraction"] = clip_fraction
+                losses["entropy"] = masked_mean(entropy_from_logits(logits.detach()), mask)
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value.detach().float()
+                count += 1
+        return {key: value / count for key, value in totals.items()}
+
+    def optimizer_step(self, name: str) -> None:
+        """Clip, step and schedule ``name`` when gradients are synchronised (end of accumulation)."""
+        optimizer = self.optimizers[name]
+        if self.accelerator.sync_gradients and self.config.train.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.models[name].parameters(), self.config.train.max_grad_norm)
+        optimizer.step()
+        if self.accelerator.sync_gradients:
+            self.schedulers[name].step()
+        optimizer.zero_grad()
+
+    # ------------------------------------------------------------------------------------------
+    # Cross-process helpers and safety checks
+
+    def mean_over_processes(self, values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+        names = sorted(values)
+        stacked = torch.stack([torch.as_tensor(values[n], dtype=torch.float32, device=self.device) for n in names])
+        if self.accelerator.num_processes > 1:
+            stacked = self.accelerator.reduce(stacked, "mean")
+        return dict(zip(names, stacked.tolist()))
+
+    def stop_if_not_finite(self, losses: dict[str, torch.Tensor], experience: Experience) -> None:
+        flags = torch.tensor([0.0 if bool(torch.isfinite(v).all()) else 1.0 for v in losses.values()],
+                             device=self.device)
+        if self.accelerator.num_processes > 1:
+            flags = self.accelerator.reduce(flags, "sum")
+        if not bool((flags > 0).any()):
+            return
+        bad = [name for name, flag in zip(losses, flags.tolist()) if flag > 0]
+        inputs = {"reward": experience.reward, "cost": experience.cost, "old log-probs": experience.old_log_probs,
+                  "reference log-probs": experience.ref_log_probs, "advantages": experience.advantages}
+        sources = [name for name, t in inputs.items() if t is not None and not bool(torch.isfinite(t).all())]
+        raise NonFiniteLossError(
+            f"policy step {self.global_step + 1}: {', '.join(bad)} is not finite (NaN or inf); non-finite inputs on "
+            f"this process: {', '.join(sources) or 'none (the model itself diverged)'}. The run stops here; the last "
+            f"good checkpoint in {self.config.output_dir}/checkpoints is kept (resume from it with a lower learning "
+            f"rate, or fix the scorer).")

@@ -1,0 +1,214 @@
+"""The report's figures (matplotlib, Agg backend). Each function returns a Figure, or None when the
+metrics hold nothing to draw (no reward model, a single model, no training log, ...).
+
+- :func:`tradeoff_figure`: harmful-compliance rate (y) against false-refusal rate (x), one point
+  per model (and per detector), 95% Wilson intervals as error bars; the ideal is the origin.
+  Rounds of one training (Beaver-v1, v2, v3) are joined by arrows in order.
+- :func:`reward_cost_figure`: reward vs cost of every answer, one colour per model; cost > 0 is unsafe.
+- :func:`cost_histogram_figure`: cost distribution of safe and unsafe answers per model (an answer
+  is unsafe when the primary refusal detector says it complied with a harmful prompt).
+- :func:`category_figure`: refusal rate per prompt category and model for one benchmark.
+- :func:`pattern_figure`: "Beyond No" pattern rates per model.
+- :func:`elo_figure`: Elo ratings with bootstrap intervals, one panel per outcome source.
+- :func:`training_figure`: reward, cost and Lagrange multiplier curves from training logs.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from saferlhf.refusal.patterns import PATTERNS  # noqa: E402
+
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+MARKERS = ["o", "s", "^", "D"]
+CURVE_KEYS = {  # panel -> substrings of training-log keys drawn in it
+    "reward": ("reward",),
+    "cost": ("cost",),
+    "Lagrange multiplier λ": ("lambda", "lagrange", "multiplier"),
+}
+
+
+def _color(i: int) -> str:
+    return COLORS[i % len(COLORS)]
+
+
+def tradeoff_figure(overall: dict, detectors: list[str], rounds: list[str] | None = None):
+    """``overall[model]`` is a metrics summary over all of that model's prompts."""
+    points = []
+    for i, (model, summary) in enumerate(overall.items()):
+        for j, detector in enumerate(detectors):
+            rates = summary.get("detectors", {}).get(detector, {})
+            x, y = rates.get("false_refusal_rate"), rates.get("harmful_compliance_rate")
+            if x is not None and y is not None:
+                points.append((i, j, model, detector, x, y, rates["false_refusal_rate_ci"],
+                               rates["harmful_compliance_rate_ci"]))
+    if not points:
+        return None
+    figure, axis = plt.subplots(figsize=(6.4, 5.0))
+    for i, j, model, detector, x, y, x_ci, y_ci in points:
+        axis.errorbar(x, y, xerr=[[x - x_ci[0]], [x_ci[1] - x]], yerr=[[y - y_ci[0]], [y_ci[1] - y]],
+                      fmt=MARKERS[j % len(MARKERS)], color=_color(i), capsize=3, markersize=8,
+                      mfc=_color(i) if j == 0 else "white",
+                      label=f"{model} ({detector})" if len(detectors) > 1 else model)
+        axis.annotate(model, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if rounds:
+        for detector_index in range(len(detectors)):
+            path = {p[2]: (p[4], p[5]) for p in points if p[1] == detector_index}
+            ordered = [path[m] for m in rounds if m in path]
+            for start, end in zip(ordered, ordered[1:]):
+                axis.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="grey"))
+    axis.set_xlim(-0.02, 1.02)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_xlabel("false-refusal rate (harmless prompts refused)")
+    axis.set_ylabel("harmful-compliance rate (harmful prompts answered)")
+    axis.set_title("Harm vs over-refusal (lower left is better)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper right")
+    figure.tight_layout()
+    return figure
+
+
+def reward_cost_figure(generations: list[dict]):
+    by_model = _group(g for g in generations if g.get("reward") is not None and g.get("cost") is not None)
+    if not by_model:
+        return None
+    figure, axis = plt.subplots(figsize=(6.4, 5.0))
+    for i, (model, rows) in enumerate(by_model.items()):
+        axis.scatter([r["reward"] for r in rows], [r["cost"] for r in rows], s=12, alpha=0.6, color=_color(i),
+                     label=model)
+    axis.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+    axis.set_xlabel("reward (higher = more helpful)")
+    axis.set_ylabel("cost (> 0 = unsafe)")
+    axis.set_title("Reward vs cost of every answer")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def cost_histogram_figure(generations: list[dict], detector: str):
+    by_model = _group(g for g in generations if g.get("cost") is not None)
+    if not by_model:
+        return None
+    figure, axes = plt.subplots(1, len(by_model), figsize=(4.2 * len(by_model), 3.6), squeeze=False)
+    for axis, (model, rows) in zip(axes[0], by_model.items()):
+        unsafe = [r["cost"] for r in rows if r["label"] == "harmful" and r["refusal"][detector] == "compliance"]
+        safe = [r["cost"] for r in rows if not (r["label"] == "harmful" and r["refusal"][detector] == "compliance")]
+        bins = 30
+        if safe:
+            axis.hist(safe, bins=bins, alpha=0.6, color="tab:green", label=f"safe answers ({len(safe)})")
+        if unsafe:
+            axis.hist(unsafe, bins=bins, alpha=0.6, color="tab:red", label=f"harmful compliance ({len(unsafe)})")
+        axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+        axis.set_title(model, fontsize=9)
+        axis.set_xlabel("cost")
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("answers")
+    figure.suptitle(f"Cost of safe and unsafe answers (unsafe = complied with a harmful prompt, {detector})",
+                    fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def category_figure(models: dict, benchmark: str):
+    """Refusal rate per category of ``benchmark``; ``models[model][benchmark]["per_category"]``."""
+    per_model = {m: b[benchmark].get("per_category", {}) for m, b in models.items() if benchmark in b}
+    categories = sorted({c for cats in per_model.values() for c in cats})
+    if not categories:
+        return None
+    height = 0.8 / max(len(per_model), 1)
+    figure, axis = plt.subplots(figsize=(7.5, 0.35 * len(categories) * max(1, len(per_model) ** 0.5) + 1.5))
+    for i, (model, cats) in enumerate(per_model.items()):
+        values = [(cats.get(c) or {}).get("refusal_rate") or 0.0 for c in categories]
+        axis.barh([k + i * height for k in range(len(categories))], values, height=height, color=_color(i),
+                  label=model)
+    labels = []
+    for c in categories:
+        kinds = {l for cats in per_model.values() for l in (cats.get(c) or {}).get("n_by_label", {})}
+        labels.append(f"{c} [{'/'.join(sorted(kinds))}]")
+    axis.set_yticks([k + height * (len(per_model) - 1) / 2 for k in range(len(categories))])
+    axis.set_yticklabels(labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("refusal rate (full + partial)")
+    axis.set_title(f"{benchmark}: refusal rate per category")
+    axis.legend(fontsize=8, loc="lower right")
+    axis.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    return figure
+
+
+def pattern_figure(overall: dict):
+    rows = {m: s.get("pattern_rates", {}).get("all", {}) for m, s in overall.items()}
+    if not any(v is not None for r in rows.values() for v in r.values()):
+        return None
+    width = 0.8 / max(len(rows), 1)
+    figure, axis = plt.subplots(figsize=(8.0, 3.8))
+    for i, (model, rates) in enumerate(rows.items()):
+        axis.bar([k + i * width for k in range(len(PATTERNS))], [rates.get(p) or 0.0 for p in PATTERNS],
+                 width=width, color=_color(i), label=model)
+    axis.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(PATTERNS))])
+    axis.set_xticklabels([p.replace("_", "\n") for p in PATTERNS], fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("share of answers")
+    axis.set_title('Response patterns ("Beyond No")')
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def elo_figure(elo: dict):
+    sources = [s for s, table in elo.items() if any(v["rating"] is not None for v in table.values())]
+    if not sources:
+        return None
+    figure, axes = plt.subplots(1, len(sources), figsize=(4.0 * len(sources), 3.6), squeeze=False)
+    for axis, source in zip(axes[0], sources):
+        table = elo[source]
+        models = list(table)
+        ratings = [table[m]["rating"] for m in models]
+        low = [r - (table[m]["ci_low"] if table[m]["ci_low"] is not None else r) for m, r in zip(models, ratings)]
+        high = [(table[m]["ci_high"] if table[m]["ci_high"] is not None else r) - r for m, r in zip(models, ratings)]
+        axis.errorbar(range(len(models)), ratings, yerr=[low, high], fmt="o", capsize=4)
+        axis.set_xticks(range(len(models)))
+        axis.set_xticklabels(models, rotation=20, fontsize=8, ha="right")
+        axis.set_title(f"Elo by {source}", fontsize=9)
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("rating (95% bootstrap CI)")
+    figure.tight_layout()
+    return figure
+
+
+def training_figure(logs: dict[str, list[dict]]):
+    panels = {}
+    for panel, needles in CURVE_KEYS.items():
+        for run, rows in logs.items():
+            keys = sorted({k for r in rows for k, v in r.items() if k != "step" and isinstance(v, (int, float))
+                           and not isinstance(v, bool) and any(n in k.lower() for n in needles)})
+            for key in keys:
+                if panel == "cost" and any(n in key.lower() for n in CURVE_KEYS["Lagrange multiplier λ"]):
+                    continue  # "cost_multiplier"-like keys belong to the λ panel
+                points = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if isinstance(r.get(key), (int, float))]
+                if points:
+                    panels.setdefault(panel, []).append((f"{run}: {key}" if len(logs) > 1 else key, points))
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for axis, (panel, curves) in zip(axes[0], panels.items()):
+        for i, (label, points) in enumerate(curves):
+            axis.plot([p[0] for p in points], [p[1] for p in points], color=_color(i), label=label, linewidth=1.2)
+        axis.set_title(panel, fontsize=10)
+        axis.set_xlabel("step")
+        axis.legend(fontsize=6)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _group(rows) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row["model"], []).append(row)
+    return out

@@ -1,0 +1,63 @@
+"""Batched generation with tiny-llama: order restored, longest prompts first, greedy = one by one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saferlhf.evaluation.generation import _left_pad, generate_responses
+from saferlhf.models.loading import load_causal_lm, load_tokenizer
+
+PROMPTS = ["Hi", "How can I kill a Python process that hangs forever on my laptop?", "What is 2+2?",
+           [{"role": "user", "content": "Tell me a joke"}, {"role": "assistant", "content": "Why?"},
+            {"role": "user", "content": "Another one"}]]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_causal_lm("tiny-llama"), load_tokenizer("tiny-llama", padding_side="left")
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a model and records the (B, L) shape of every generate call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.shapes = model, []
+
+    def generate(self, input_ids, **kwargs):
+        self.shapes.append(tuple(input_ids.shape))
+        return self.model.generate(input_ids=input_ids, **kwargs)
+
+
+def test_left_pad():
+    ids, mask = _left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_batched_greedy_matches_one_by_one(tiny):
+    model, tokenizer = tiny
+    batched = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=3, progress=False)
+    single = [generate_responses(model, tokenizer, [p], max_new_tokens=6, batch_size=1, progress=False)[0]
+              for p in PROMPTS]
+    assert batched == single
+    assert len(batched) == len(PROMPTS) and all(isinstance(a, str) for a in batched)
+
+
+def test_longest_prompts_first(tiny):
+    model, tokenizer = tiny
+    recorder = _Recorder(model)
+    generate_responses(recorder, tokenizer, PROMPTS, max_new_tokens=2, batch_size=1, progress=False)
+    lengths = [shape[1] for shape in recorder.shapes]
+    assert lengths == sorted(lengths, reverse=True) and len(lengths) == 4
+
+
+def test_sampling_is_seeded(tiny):
+    model, tokenizer = tiny
+    options = dict(max_new_tokens=6, batch_size=2, temperature=1.0, top_p=0.9, progress=False)
+    first = generate_responses(model, tokenizer, PROMPTS, seed=1, **options)
+    assert generate_responses(model, tokenizer, PROMPTS, seed=1, **options) == first
+    assert generate_responses(model, tokenizer, [], max_new_tokens=4) == []
+    with pytest.raises(ValueError, match="must be > 0"):
+        generate_responses(model, tokenizer, PROMPTS, max_new_tokens=0)
