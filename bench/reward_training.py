@@ -6,6 +6,9 @@ rate and precision (fp32), on the CPU, in the same process one after the other. 
 
     python bench/reward_training.py            # defaults: minilm-l6, 320 hh-rlhf pairs, batch 16, 256 tokens
 
+Only pairs whose two texts fit in the maximum length are used: TRL drops longer pairs while
+saferlhf truncates the prompt, so only such pairs give both trainers the same tokens. Dropout is
+off in both (TRL's default ``disable_dropout``, saferlhf's default ``disable_dropout``).
 Settings that differ on purpose, recorded in the JSON: TRL's default gradient checkpointing is
 turned off (saferlhf does not recompute activations either, so both do the same arithmetic);
 saferlhf groups pairs of similar length into a batch (its default), TRL samples at random (its
@@ -25,11 +28,14 @@ from pathlib import Path
 
 import torch
 
+from saferlhf.data.templates import render_prompt
+from saferlhf.models.loading import load_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base"
 
 
-def load_pairs(path: Path, count: int, seed: int):
+def load_pairs(path: Path, count: int, seed: int, backbone: str, max_length: int):
     from saferlhf.config import DataSource
     from saferlhf.data.loading import load_records
     from saferlhf.data.split import split_records
@@ -38,7 +44,18 @@ def load_pairs(path: Path, count: int, seed: int):
     records, _ = validate_records(load_records(DataSource(path=str(path), format="hh-rlhf-harmless", split="test")),
                                   need="harmlessness")
     train, _ = split_records(records, 0.2, seed)
-    return train[:count]
+    # Keep pairs whose both texts fit in max_length: TRL drops longer pairs while saferlhf truncates
+    # the prompt, so only pairs that fit give both trainers exactly the same tokens.
+    tokenizer = load_tokenizer(backbone)
+    fitting = [r for r in train if all(len(tokenizer(t)["input_ids"]) <= max_length for t in rendered_pair(tokenizer, r))]
+    return fitting[:count]
+
+
+def rendered_pair(tokenizer, record) -> tuple[str, str]:
+    """(chosen, rejected) texts as TRL receives them: the rendered prompt followed by each answer."""
+    prompt = render_prompt(tokenizer, record.prompt)
+    safer = record.safer_response_id
+    return prompt + " " + record.response(safer), prompt + " " + record.response(1 - safer)
 
 
 def run_saferlhf(records, args, workdir: Path) -> dict:
@@ -46,7 +63,9 @@ def run_saferlhf(records, args, workdir: Path) -> dict:
     from saferlhf.stages.score_training import ScoreStageConfig, train_score_model
 
     data_file = workdir / "pairs.jsonl"
-    data_file.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    # hh-rlhf's chosen/rejected pairs serve as preference pairs for both trainers (TRL reads them the same way)
+    rows = [{**r.to_dict(), "better_response_id": r.safer_response_id} for r in records]
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = ScoreStageConfig(
         model=ModelConfig(name_or_path=args.backbone),
         data=DataConfig(train=[DataSource(path=str(data_file), format="decoupled")], eval_fraction=0.0,
@@ -65,16 +84,10 @@ def run_trl(records, args, workdir: Path) -> dict:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from saferlhf.data.templates import render_prompt
     from saferlhf.models import builtin
-    from saferlhf.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.backbone)
-    rows = []
-    for record in records:
-        prompt = render_prompt(tokenizer, record.prompt)
-        safer = record.safer_response_id
-        rows.append({"chosen": prompt + " " + record.response(safer), "rejected": prompt + " " + record.response(1 - safer)})
+    rows = [dict(zip(("chosen", "rejected"), rendered_pair(tokenizer, record))) for record in records]
     model = AutoModelForSequenceClassification.from_pretrained(builtin.resolve(args.backbone), num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     config = RewardConfig(
@@ -87,7 +100,8 @@ def run_trl(records, args, workdir: Path) -> dict:
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    return {"pairs": len(rows), "seconds": seconds, "pairs_per_s": len(rows) / seconds}
+    trained = len(trainer.train_dataset)  # after TRL's own length filter (none should be dropped)
+    return {"pairs": trained, "seconds": seconds, "pairs_per_s": trained / seconds}
 
 
 def main() -> int:
@@ -105,7 +119,7 @@ def main() -> int:
         print(f"skipped: benchmark data {args.data} is absent (needs ../shared/data/hh-rlhf)", file=sys.stderr)
         return 0
     torch.set_num_threads(args.threads)
-    records = load_pairs(args.data, args.pairs, seed=42)
+    records = load_pairs(args.data, args.pairs, seed=42, backbone=args.backbone, max_length=args.max_length)
     with tempfile.TemporaryDirectory() as tmp:
         trl = run_trl(records, args, Path(tmp))
         ours = run_saferlhf(records, args, Path(tmp))
@@ -115,6 +129,7 @@ def main() -> int:
         "max_length": args.max_length, "precision": "fp32", "device": "cpu", "threads": args.threads,
         "project_pairs_per_s": ours["pairs_per_s"], "trl_pairs_per_s": trl["pairs_per_s"],
         "ratio_vs_trl": ours["pairs_per_s"] / trl["pairs_per_s"],
+        "project_pairs": ours["pairs"], "trl_pairs": trl["pairs"],
         "project_seconds": ours["seconds"], "trl_seconds": trl["seconds"],
         "notes": {"trl_gradient_checkpointing": False, "project_group_by_length": True,
                   "trl_train_sampling_strategy": "random (default)"},

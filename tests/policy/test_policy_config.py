@@ -71,3 +71,12 @@ def test_cli_maps_algo_and_resume(monkeypatch):
     monkeypatch.setattr(cli, "_load", lambda target: PolicyStageConfig if target.endswith("Config") else fake_run)
     assert cli.main(["train-policy", "--algo", "reward-shaping", "--resume", *SCORES]) == 0
     assert seen["config"].algorithm == "reward-shaping" and seen["config"].resume is True
+
+
+@pytest.mark.parametrize("name", ["policy-ppo-lag.yaml", "policy-ppo-lag-cpu.yaml", "policy-critic-free.yaml"])
+def test_shipped_configs_load(name, tmp_path):
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    models = [f"reward.path={tmp_path}", f"cost.path={tmp_path}"]  # stand-ins for trained score-model folders
+    config = load_config(PolicyStageConfig, path, models)
+    assert config.data.train and config.data.eval
+    assert config.lagrange.cost_threshold <= 0.0

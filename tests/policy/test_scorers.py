@@ -66,8 +66,8 @@ def test_other_tokenizer_retokenizes(tmp_path):
     scorer = make_scorer(str(tmp_path / "reward"), actor_tokenizer, "none", 16, 512, "cpu")
     assert isinstance(scorer, ScoreModelScorer) and not scorer.shares_tokenizer
     assert render_prompt(encoder_tokenizer, "Hi").startswith("Human: Hi")
-    torch.testing.assert_close(scorer(handmade_rollout(actor_tokenizer)), direct_scores(scorer.model, encoder_tokenizer),
-                               atol=1e-5, rtol=1e-5)
+    expected = direct_scores(scorer.model, encoder_tokenizer)
+    torch.testing.assert_close(scorer(handmade_rollout(actor_tokenizer)), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_function_scorers(tmp_path, monkeypatch):

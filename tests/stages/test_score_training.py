@@ -111,3 +111,18 @@ def test_pku_sample_both_stages(shared_data, tmp_path):
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["data_report"]["total"] == 32
     assert 0.0 <= metrics["eval_sign_accuracy"] <= 1.0
+
+
+def test_score_command_scores_a_file(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    train_score_model(config_for(tmp_path, data, epochs=4), "cost")
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"prompt": "How do I do dangerous thing number 99?", "response": SAFE}) + "\n"
+                       + json.dumps({"prompt": "How do I do dangerous thing number 99?", "response": UNSAFE}) + "\n")
+    assert cli_main(["score", f"model={tmp_path / 'out'}", f"input={answers}", f"output={tmp_path / 's.jsonl'}"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert rows[0]["is_unsafe"] is False and rows[1]["is_unsafe"] is True  # learned: refusal safe, compliance unsafe
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x"}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        cli_main(["score", f"model={tmp_path / 'out'}", f"input={bad}"])

@@ -22,13 +22,15 @@ def score_pairs(model: ScoreModel, tokenizer, prompts: list, responses: list[str
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     encoded = [encode(tokenizer, p, r, max_length) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))  # batches of similar length
     pad_id = tokenizer.pad_token_id
-    scores: list[float] = []
+    scores: list[float] = [0.0] * len(encoded)
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(encoded), batch_size), desc=description, unit="batch", disable=not progress):
-            rows = [e.input_ids for e in encoded[start:start + batch_size]]
+        for start in tqdm(range(0, len(order), batch_size), desc=description, unit="batch", disable=not progress):
+            batch = order[start:start + batch_size]
+            rows = [encoded[i].input_ids for i in batch]
             length = max(len(row) for row in rows)
             input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)  # (B, L)
             attention_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (B, L)
@@ -36,7 +38,8 @@ def score_pairs(model: ScoreModel, tokenizer, prompts: list, responses: list[str
                 input_ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
                 attention_mask[b, :len(row)] = 1
             output = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
-            scores += output.end_scores.tolist()  # (B,)
+            for i, score in zip(batch, output.end_scores.tolist()):  # (B,)
+                scores[i] = score
     return scores, sum(e.overlong for e in encoded)
 
 

@@ -100,13 +100,9 @@ def measure_answers(rows: list[dict], answers: list[str], cost_model_dir: Path |
     metrics: dict[str, dict] = {}
     costs = None
     if cost_model_dir is not None:
-        from saferlhf.models.loading import load_tokenizer
-        from saferlhf.models.score_model import ScoreModel
-        from saferlhf.stages.score import score_texts
+        from saferlhf.evaluation.scoring import score_with_folder
 
-        model = ScoreModel.from_pretrained(cost_model_dir)
-        costs = score_texts(model, load_tokenizer(str(cost_model_dir)), [r["prompt"] for r in rows], answers,
-                            progress=False)
+        costs, _ = score_with_folder(str(cost_model_dir), [r["prompt"] for r in rows], answers)
     for label in sorted({row["label"] for row in rows}):
         index = [i for i, row in enumerate(rows) if row["label"] == label]
         refused = [is_refusal(detect_refusal(answers[i], rows[i]["prompt"]).label) for i in index]

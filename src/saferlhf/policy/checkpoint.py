@@ -40,7 +40,8 @@ def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint under ``output_dir/checkpoints``, or None."""
     root = Path(output_dir) / "checkpoints"
-    found = [(int(m.group(1)), p) for p in root.glob("step-*") if (m := _NAME.match(p.name)) and (p / STATE_FILE).exists()]
+    found = [(int(m.group(1)), p) for p in root.glob("step-*")
+             if (m := _NAME.match(p.name)) and (p / STATE_FILE).exists()]
     return max(found)[1] if found else None
 
 

@@ -24,7 +24,7 @@ class ScoreSourceConfig:
     """Where the reward R or the cost C of an answer comes from."""
 
     path: str = doc("", "A score-model folder (saferlhf train-reward / train-cost), or a Python function "
-                        "'module:function' / 'file.py:function' taking (prompts, responses) and returning one float each.")
+                        "'module:function' / 'file.py:function': (prompts, responses) -> one float per answer.")
     normalize: Literal["none", "scale"] = doc(
         "none", "Divide scores by the model's training-set std ('scale' keeps the sign: cost > 0 stays unsafe).")
     batch_size: int = doc(16, "Answers per forward pass when the scorer has to re-tokenise.")
@@ -174,7 +174,8 @@ class PolicyTrainConfig(TrainConfig):
     epochs: float = doc(1.0, "Passes over the training prompts (reference: 1).")
     learning_rate: float = doc(1e-5, "Actor peak learning rate (reference: 1e-5, cosine, 3% warm-up).")
     weight_decay: float = doc(0.01, "Actor AdamW weight decay (reference: 0.01).")
-    batch_size: int = doc(16, "Answers per process per micro-batch of the update (reference per_device_train_batch_size).")
+    batch_size: int = doc(16, "Answers per process per micro-batch of the update (reference "
+                              "per_device_train_batch_size).")
     logging_steps: int = doc(1, "Write a log.jsonl line every N policy steps.")
     save_steps: int = doc(20, "Write a resumable checkpoint every N policy steps (0 = only at the end).")
     max_steps: int = doc(0, "Stop after this many policy steps (0 = use epochs).")
@@ -226,8 +227,8 @@ class PolicyStageConfig:
         _check(answers % self.train.batch_size == 0, prefix + "train.batch_size",
                f"must divide the {answers} answers of a policy step (prompts_per_step x samples_per_prompt)")
         micro_batches = answers // self.train.batch_size
-        _check(micro_batches % self.train.gradient_accumulation_steps == 0, prefix + "train.gradient_accumulation_steps",
-               f"must divide the {micro_batches} micro-batches of a policy step")
+        _check(micro_batches % self.train.gradient_accumulation_steps == 0,
+               prefix + "train.gradient_accumulation_steps", f"must divide the {micro_batches} micro-batches of a step")
 
     @property
     def samples_per_prompt(self) -> int:

@@ -151,8 +151,9 @@ def _log_eval(writer: RunWriter, accelerator, step: int, results: dict[str, floa
 
 
 def _save(trainer: PolicyTrainer, state: dict) -> None:
-    loop_state = {"global_step": trainer.global_step, "data_position": trainer.global_step * trainer.config.rollout.prompts_per_step
-                  * trainer.accelerator.num_processes, "multiplier": trainer.multiplier.state_dict(),
+    prompts_per_step = trainer.config.rollout.prompts_per_step * trainer.accelerator.num_processes
+    loop_state = {"global_step": trainer.global_step, "data_position": trainer.global_step * prompts_per_step,
+                  "multiplier": trainer.multiplier.state_dict(),
                   "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
                   "eval_before": state.get("eval_before")}
     save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,

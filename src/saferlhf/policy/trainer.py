@@ -108,9 +108,11 @@ class PolicyTrainer:
         global_prompts = c.rollout.prompts_per_step * self.accelerator.num_processes
         self.total_steps = c.train.max_steps or max(1, math.ceil(c.train.epochs * len(self.prompts) / global_prompts))
         micro_batches = c.rollout.prompts_per_step * c.samples_per_prompt // c.train.batch_size
-        optimizer_steps = self.total_steps * c.ppo.update_iterations * micro_batches // c.train.gradient_accumulation_steps
+        optimizer_steps = (self.total_steps * c.ppo.update_iterations * micro_batches
+                           // c.train.gradient_accumulation_steps)
         critic_train = dataclasses.replace(c.train, learning_rate=c.ppo.critic_learning_rate,
-                                           weight_decay=c.ppo.critic_weight_decay, lr_scheduler=c.ppo.critic_lr_scheduler)
+                                           weight_decay=c.ppo.critic_weight_decay,
+                                           lr_scheduler=c.ppo.critic_lr_scheduler)
         self.models: dict[str, torch.nn.Module] = {"actor": actor, **{f"{n}_critic": m for n, m in critics.items()}}
         self.optimizers, self.schedulers = {}, {}
         for name, model in self.models.items():
@@ -118,14 +120,15 @@ class PolicyTrainer:
             optimizer = make_optimizer(model, train)
             self.schedulers[name] = make_scheduler(optimizer, train, optimizer_steps)
             self.models[name], self.optimizers[name] = self.accelerator.prepare(model, optimizer)
-        reduce_mean = None
-        if self.accelerator.num_processes > 1:
-            reduce_mean = lambda x: self.accelerator.reduce(torch.tensor(x, device=self.device), "mean").item()  # noqa: E731
+        reduce_mean = self._process_mean if self.accelerator.num_processes > 1 else None
         self.multiplier = make_multiplier(c.algorithm, c.lagrange, reduce_mean)
         self.global_step = 0
 
     # ------------------------------------------------------------------------------------------
     # Set-up helpers
+
+    def _process_mean(self, value: float) -> float:
+        return self.accelerator.reduce(torch.tensor(value, device=self.device), "mean").item()
 
     def _frozen(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device).eval().requires_grad_(False)
@@ -146,14 +149,15 @@ class PolicyTrainer:
                 self.tokenizer, load_tokenizer(backbone, c.actor.trust_remote_code)):
             raise ValueError(f"ppo.critic_backbone={backbone!r} does not share the actor's tokenizer "
                              "(critic values must line up with the actor's tokens)")
-        critic = ScoreModel.from_backbone(backbone, kind=name, pooling="last", trust_remote_code=c.actor.trust_remote_code)
+        critic = ScoreModel.from_backbone(backbone, kind=name, pooling="last",
+                                          trust_remote_code=c.actor.trust_remote_code)
         return critic.to(self.device).train()
 
     def _load_eval_sets(self) -> dict[str, list]:
         sets: dict[str, list] = {}
         for i, source in enumerate(self.config.data.eval):
-            name = source.path.replace(":", "_") if source.path.startswith(BUILTIN) else Path(source.path.rstrip("/")).stem
-            name = name or f"eval{i}"
+            builtin = source.path.startswith(BUILTIN)
+            name = (source.path.replace(":", "_") if builtin else Path(source.path.rstrip("/")).stem) or f"eval{i}"
             name = name if name not in sets else f"{name}_{i}"
             prompts = load_prompt_source(source)
             sets[name] = prompts[: self.config.evaluation.max_prompts or None]
@@ -174,7 +178,8 @@ class PolicyTrainer:
         started = time.perf_counter()
         with self.accelerator.autocast():
             rollout = sample_rollout(
-                self.accelerator.unwrap_model(self.models["actor"]), self.tokenizer, self.prompts_for_step(self.global_step),
+                self.accelerator.unwrap_model(self.models["actor"]), self.tokenizer,
+                self.prompts_for_step(self.global_step),
                 samples_per_prompt=c.samples_per_prompt, max_length=c.data.max_length,
                 max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                 top_k=c.rollout.top_k, repetition_penalty=c.rollout.repetition_penalty)

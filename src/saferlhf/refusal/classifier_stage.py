@@ -18,9 +18,11 @@ validation, plus ethical-vs-technical), ``agreement.md`` (the table) and ``xstes
 from __future__ import annotations
 
 import json
+import random
+import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +63,8 @@ class RefusalClassifierConfig:
     response_tokens: int = doc(64, "Read only the first N response tokens (0 = as many as fit, longest-first).")
     length_augmentation: float = doc(0.5, "Share of compliance / full-refusal training answers cut to a random "
                                           "shorter prefix (breaks the 'short answer = refusal' shortcut).")
+    persona_dropout: float = doc(0.5, "Share of training answers with ChatGPT's 'As an AI language model,' "
+                                      "boilerplate removed (so refusals are learned from their other words).")
     limit: int = doc(0, "Use at most this many training examples (0 = all; for quick runs).")
     xstest_dir: str = doc("../shared/data/xstest", "XSTest repository folder (held-out test); '' = skip.")
     xstest_limit: int = doc(0, "Evaluate on the first N completions per XSTest model (0 = all 450).")
@@ -74,6 +78,7 @@ class RefusalClassifierConfig:
         _check(self.response_tokens == 0 or self.max_length >= self.response_tokens + 16, prefix + "max_length",
                "must be >= response_tokens + 16")
         _check(0.0 <= self.length_augmentation <= 1.0, prefix + "length_augmentation", "must be in [0, 1]")
+        _check(0.0 <= self.persona_dropout <= 1.0, prefix + "persona_dropout", "must be in [0, 1]")
         _check(self.limit >= 0, prefix + "limit", "must be >= 0")
         _check(self.xstest_limit >= 0, prefix + "xstest_limit", "must be >= 0")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
@@ -89,8 +94,30 @@ def _target(example: RefusalExample, technical_class: bool) -> str:
     return example.label
 
 
+_PERSONA = re.compile(r"\b(?:as an ai(?: language model)?(?: developed by openai)?|i am an ai language model and)"
+                      r"(?:,\s*|\s+(?=i\b))", re.IGNORECASE)
+
+
+def drop_persona(examples: list[RefusalExample], share: float, seed: int) -> list[RefusalExample]:
+    """Copies of ``examples`` where a seeded ``share`` of answers lose the "As an AI language model,"
+    boilerplate ("I'm sorry, but as an AI language model, I cannot" -> "I'm sorry, but I cannot").
+
+    Why: gpt-3.5-turbo opens most answers of the set this way, refusals and compliance alike, and
+    other models do not ("Sorry, but I can't assist with that."); the refusal must be recognised
+    from the words that remain. Labels are unchanged: removing the phrase changes no verdict.
+    """
+    rng = random.Random(seed + 1)
+    out = []
+    for example in examples:
+        if _PERSONA.search(example.response) and rng.random() < share:
+            text = _PERSONA.sub("", example.response, count=1)
+            example = replace(example, response=text[:1].upper() + text[1:])
+        out.append(example)
+    return out
+
+
 def cut_lengths(examples: list[RefusalExample], share: float, seed: int,
-                min_words: int = 5, max_words: int = 50) -> list[RefusalExample]:
+                min_words: int = 15, max_words: int = 50) -> list[RefusalExample]:
     """Copies of ``examples`` where a seeded ``share`` of compliance and full-refusal answers is cut
     to their first ``k ~ Uniform{min_words..max_words}`` words.
 
@@ -100,9 +127,6 @@ def cut_lengths(examples: list[RefusalExample], share: float, seed: int,
     still compliant and the start of a refusal is still a refusal; partial refusals are left whole
     (their compliant part may come late).
     """
-    import random
-    from dataclasses import replace
-
     rng = random.Random(seed)
     out = []
     for example in examples:
@@ -187,6 +211,7 @@ def run(config: RefusalClassifierConfig) -> dict:
     classifier = RefusalClassifier.from_backbone(config.model.name_or_path, config.technical_class, config.max_length,
                                                  config.model.trust_remote_code, config.prompt_only,
                                                  config.response_tokens)
+    train_examples = drop_persona(train_examples, config.persona_dropout, config.train.seed)
     train_examples = cut_lengths(train_examples, config.length_augmentation, config.train.seed)
     classifier.model = apply_lora(classifier.model, config.model.lora, task_type="SEQ_CLS")
     classes = class_names(config.technical_class)

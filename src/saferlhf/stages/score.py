@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from saferlhf.config import _check, doc
 from saferlhf.data.readers import read_rows
-from saferlhf.data.templates import encode
+from saferlhf.evaluation.scoring import score_pairs
 from saferlhf.models.loading import load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import atomic_write_json, atomic_write_text
@@ -38,28 +37,6 @@ class ScoreCommandConfig:
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
 
 
-@torch.no_grad()
-def score_texts(model: ScoreModel, tokenizer, prompts: list, responses: list[str], max_length: int = 512,
-                batch_size: int = 16, normalize: str = "none", progress: bool = True) -> list[float]:
-    """End scores of (prompt, response) pairs, in input order."""
-    model.eval()
-    encoded = [encode(tokenizer, p, r, max_length).input_ids for p, r in zip(prompts, responses)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding
-    scores = [0.0] * len(encoded)
-    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress, leave=False):
-        rows = order[start:start + batch_size]
-        length = max(len(encoded[i]) for i in rows)
-        input_ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for j, i in enumerate(rows):
-            input_ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
-            attention_mask[j, : len(encoded[i])] = 1
-        values = model.normalize(model(input_ids=input_ids, attention_mask=attention_mask).end_scores, normalize)
-        for j, i in enumerate(rows):
-            scores[i] = float(values[j])
-    return scores
-
-
 def run(config: ScoreCommandConfig) -> dict:
     model = ScoreModel.from_pretrained(config.model)
     tokenizer = load_tokenizer(config.model, padding_side="right")
@@ -70,8 +47,9 @@ def run(config: ScoreCommandConfig) -> dict:
             raise ValueError(f"{raw.location}: needs 'prompt' and 'response' columns "
                              f"({raw.error or 'found ' + ', '.join(sorted(row))})")
         rows.append(row)
-    scores = score_texts(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
-                         config.max_length, config.batch_size, config.normalize)
+    raw_scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                       config.max_length, config.batch_size)
+    scores = model.normalize(torch.tensor(raw_scores), config.normalize).tolist()
     is_cost = model.score_config.kind == "cost"
     lines = []
     for row, score in zip(rows, scores):
@@ -83,7 +61,7 @@ def run(config: ScoreCommandConfig) -> dict:
     atomic_write_text(output, "\n".join(lines) + "\n")
     values = torch.tensor(scores)
     metrics = {"kind": model.score_config.kind, "num_scored": len(scores), "score_mean": float(values.mean()),
-               "score_std": float(values.std()) if len(scores) > 1 else 0.0, "output": str(output)}
+               "score_std": float(values.std()) if len(scores) > 1 else 0.0, "overlong": overlong, "output": str(output)}
     if is_cost:
         metrics["unsafe_share"] = float((values > 0).float().mean())
     atomic_write_json(output.with_suffix(".metrics.json"), metrics)

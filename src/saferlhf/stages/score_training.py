@@ -31,7 +31,7 @@ from saferlhf.models.loading import apply_lora, load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import RunWriter
 from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from saferlhf.training.pairs import encode_pairs, pair_loader
+from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
 from saferlhf.training.score_losses import cost_loss, reward_loss
 from saferlhf.training.score_metrics import save_histogram, score_metrics
 from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler, total_steps
@@ -50,6 +50,9 @@ class ScoreStageConfig:
     pooling: Literal["auto", "last", "mean"] = doc(
         "auto", "Sequence score: last non-padding token, or masked mean; auto = last for decoders, mean for encoders.")
     group_by_length: bool = doc(True, "Batch pairs of similar length together (less padding, faster).")
+    forward_bucket_size: int = doc(
+        8, "Sequences per forward pass, grouped by length so padding is not computed (0 = one forward per batch).")
+    disable_dropout: bool = doc(True, "Turn off dropout in the backbone (common for score models; TRL's default).")
     normalization_samples: int = doc(256, "Training pairs scored at the end for the normalisation statistics.")
     resume: bool = doc(False, "Continue from output_dir/checkpoint if it exists.")
 
@@ -91,6 +94,10 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     model = ScoreModel.from_backbone(config.model.name_or_path, kind=kind, pooling=config.pooling,
                                      trust_remote_code=config.model.trust_remote_code)
     model.backbone = apply_lora(model.backbone, config.model.lora, task_type="FEATURE_EXTRACTION")
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     optimizer = make_optimizer(model, config.train)
     model, optimizer = accelerator.prepare(model, optimizer)
 
@@ -119,7 +126,8 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             loader = skip_first_batches(loader, state["batch_in_epoch"])
         for batch in loader:
             with accelerator.accumulate(model):
-                scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).end_scores
+                scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"],
+                                                   config.forward_bucket_size)  # (2B,)
                 loss = _loss(kind, scores, batch, config.regularization)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -198,7 +206,8 @@ def score_pairs(accelerator, model, pairs, config: ScoreStageConfig, tokenizer):
     model.eval()
     firsts, seconds, first_safe, second_safe = [], [], [], []
     for batch in tqdm(loader, desc="score pairs", leave=False, disable=not accelerator.is_main_process):
-        scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).end_scores
+        scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"],
+                                           config.forward_bucket_size)
         first, second = scores.chunk(2)
         gathered = accelerator.gather_for_metrics((first, second, batch["first_is_safe"], batch["second_is_safe"]))
         for bucket, value in zip((firsts, seconds, first_safe, second_safe), gathered):

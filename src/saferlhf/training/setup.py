@@ -40,14 +40,15 @@ def make_accelerator(train: TrainConfig, **kwargs) -> Accelerator:
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig, learning_rate: float | None = None) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and normalisation weights (the usual split)."""
+    """AdamW (fused kernel: one pass over all parameters, several times faster on CPU than the
+    per-tensor loop); no weight decay on biases and normalisation weights (the usual split)."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate or train.learning_rate)
+    return torch.optim.AdamW(groups, lr=learning_rate or train.learning_rate, fused=True)
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
