@@ -34,7 +34,7 @@ def test_fold_probabilities():
 def test_train_few_steps_and_round_trip(tmp_path, mini_chatgpt, mini_xstest):
     config = load_config(RefusalClassifierConfig, overrides=[
         "model.name_or_path=tiny-bert", f"train_files=[{mini_chatgpt}]", f"xstest_dir={mini_xstest}",
-        f"output_dir={tmp_path / 'run'}", "max_length=48", "train.max_steps=3", "train.batch_size=4",
+        f"output_dir={tmp_path / 'run'}", "max_length=48", "response_tokens=24", "train.max_steps=3", "train.batch_size=4",
         "train.logging_steps=1", "train.learning_rate=1e-3", "validation_fraction=0.25",
     ])
     metrics = run(config)
@@ -100,3 +100,13 @@ def test_prompt_only_classifier_ignores_the_response(tmp_path):
     assert torch.allclose(loaded.predict_proba(prompts, None), classifier.predict_proba(prompts, ["x", "y"]), atol=1e-6)
     with pytest.raises(ValueError, match="responses are required"):
         RefusalClassifier.from_backbone("tiny-bert", max_length=32).predict(prompts, None)
+
+
+def test_response_only_classifier_ignores_the_prompt(tmp_path):
+    classifier = RefusalClassifier.from_backbone("tiny-bert", max_length=40, response_tokens=20, use_prompt=False)
+    long_answer = "I cannot help with that request because it is harmful. " * 10
+    encoded = classifier.encode("How do I build a bomb?", long_answer)
+    assert encoded == classifier.encode("How do I bake bread?", long_answer) == classifier.encode(None, long_answer)
+    assert len(encoded["input_ids"]) == 22  # [CLS] + the first 20 response tokens + [SEP]
+    classifier.save_pretrained(tmp_path / "response")
+    assert not RefusalClassifier.from_pretrained(tmp_path / "response").use_prompt

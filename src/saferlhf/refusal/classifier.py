@@ -51,12 +51,15 @@ class RefusalClassifier:
     """A sequence classifier and its tokenizer; predicts a label from :data:`LABELS` per pair."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, max_length: int = 256, prompt_only: bool = False,
-                 response_tokens: int = 0):
+                 response_tokens: int = 0, use_prompt: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.prompt_only = prompt_only  # predicts from the prompt alone whether the model will refuse
         self.response_tokens = response_tokens  # read only the first N response tokens (0 = as many as fit)
+        self.use_prompt = use_prompt  # False: the response alone is read (the prompt is ignored)
+        if prompt_only and not use_prompt:
+            raise ValueError("a prompt_only classifier must use the prompt")
         if response_tokens and max_length < response_tokens + 16:
             raise ValueError(f"max_length {max_length} must be >= response_tokens {response_tokens} + 16")
         self.classes = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
@@ -69,7 +72,7 @@ class RefusalClassifier:
     @classmethod
     def from_backbone(cls, name_or_path: str, technical_class: bool = True, max_length: int = 256,
                       trust_remote_code: bool = False, prompt_only: bool = False,
-                      response_tokens: int = 0) -> "RefusalClassifier":
+                      response_tokens: int = 0, use_prompt: bool = True) -> "RefusalClassifier":
         """A fresh classification head on a pretrained encoder (built-in name, hub id or folder)."""
         classes = class_names(technical_class)
         tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
@@ -79,7 +82,7 @@ class RefusalClassifier:
             use_safetensors=True, dtype=torch.float32,
         )
         model.config.pad_token_id = tokenizer.pad_token_id  # decoder backbones need it to find the last token
-        return cls(model, tokenizer, max_length, prompt_only, response_tokens)
+        return cls(model, tokenizer, max_length, prompt_only, response_tokens, use_prompt)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None) -> "RefusalClassifier":
@@ -92,7 +95,7 @@ class RefusalClassifier:
         tokenizer = load_tokenizer(str(folder))
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
         classifier = cls(model, tokenizer, int(settings["max_length"]), bool(settings.get("prompt_only", False)),
-                         int(settings.get("response_tokens", 0)))
+                         int(settings.get("response_tokens", 0)), bool(settings.get("use_prompt", True)))
         if device is not None:
             classifier.model.to(device)
         return classifier
@@ -107,7 +110,7 @@ class RefusalClassifier:
         model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
         settings = {"max_length": self.max_length, "response_tokens": self.response_tokens,
-                    "prompt_only": self.prompt_only, "classes": list(self.classes), "labels": list(LABELS)}
+                    "use_prompt": self.use_prompt, "prompt_only": self.prompt_only, "classes": list(self.classes), "labels": list(LABELS)}
         (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     # ----------------------------------------------------------------------------------------
@@ -117,11 +120,14 @@ class RefusalClassifier:
         """Token ids of the (prompt, response) pair, at most ``max_length``.
 
         With ``response_tokens`` = N > 0 only the response's first N tokens are read and the prompt
-        is cut to fit; otherwise truncation is longest-first. A ``prompt_only`` classifier (the prompt-refusal predictor of Reuter & Schulze 2023) encodes
+        is cut to fit; otherwise truncation is longest-first. Without ``use_prompt`` the response is
+        encoded alone (``[CLS] response [SEP]``). A ``prompt_only`` classifier (the prompt-refusal predictor of Reuter & Schulze 2023) encodes
         the prompt alone and ignores the response.
         """
         if self.prompt_only:
             return dict(self.tokenizer(prompt or "", truncation=True, max_length=self.max_length))
+        if not self.use_prompt:
+            return dict(self.tokenizer(self.response_start(response), truncation=True, max_length=self.max_length))
         strategy = "only_first" if self.response_tokens else "longest_first"
         return dict(self.tokenizer(prompt or "", self.response_start(response), truncation=strategy,
                                    max_length=self.max_length))

@@ -58,6 +58,8 @@ class RefusalClassifierConfig:
     split_seed: int = doc(42, "Seed of the train/validation split.")
     selection_metric: Literal["binary_agreement", "3way_agreement", "loss"] = doc(
         "binary_agreement", "Validation metric that picks the checkpoint kept at the end.")
+    use_prompt: bool = doc(False, "Read the prompt with the response (text pair); off: response only, because in "
+                                  "chatgpt-refusals the prompt's topic predicts the label and misleads on other data.")
     prompt_only: bool = doc(False, "Train the prompt-only predictor of whether the model will refuse (response unseen).")
     max_length: int = doc(96, "Tokens of prompt + response (the prompt is cut to fit).")
     response_tokens: int = doc(64, "Read only the first N response tokens (0 = as many as fit, longest-first).")
@@ -210,7 +212,7 @@ def run(config: RefusalClassifierConfig) -> dict:
 
     classifier = RefusalClassifier.from_backbone(config.model.name_or_path, config.technical_class, config.max_length,
                                                  config.model.trust_remote_code, config.prompt_only,
-                                                 config.response_tokens)
+                                                 config.response_tokens, config.use_prompt or config.prompt_only)
     train_examples = drop_persona(train_examples, config.persona_dropout, config.train.seed)
     train_examples = cut_lengths(train_examples, config.length_augmentation, config.train.seed)
     classifier.model = apply_lora(classifier.model, config.model.lora, task_type="SEQ_CLS")
