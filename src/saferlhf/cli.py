@@ -15,8 +15,10 @@ from saferlhf.config import ConfigError, describe, load_config
 
 # command -> ("module:ConfigClass", "module:run_function", one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("saferlhf.pipeline.demo:DemoConfig", "saferlhf.pipeline.demo:run",
-             "the built-in default run on a fresh machine (see README)"),
+    "demo": ("saferlhf.pipeline.config:PipelineConfig", "saferlhf.pipeline.run:run",
+             "the main job: the whole pipeline with the built-in defaults (output_dir=runs/demo)"),
+    "pipeline": ("saferlhf.pipeline.config:PipelineConfig", "saferlhf.pipeline.run:run",
+                 "the whole Safe RLHF pipeline from one config: rounds of sample, label, reward/cost, policy, evaluate"),
     "sft": ("saferlhf.stages.sft:SFTStageConfig", "saferlhf.stages.sft:run", "supervised fine-tuning (TRL SFTTrainer)"),
     "train-reward": ("saferlhf.stages.score_training:ScoreStageConfig", "saferlhf.stages.score_training:run_reward",
                      "train the reward (helpfulness) model"),
@@ -24,12 +26,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "train the cost (harm) model; cost > 0 means unsafe"),
     "score": ("saferlhf.stages.score:ScoreCommandConfig", "saferlhf.stages.score:run",
               "score (prompt, response) pairs with a trained reward or cost model"),
+    "memory": ("saferlhf.memory:MemoryConfig", "saferlhf.memory:run",
+               "expected memory per GPU of a run (model size, algorithm, precision, LoRA, ZeRO stage)"),
     "train-policy": ("saferlhf.policy.stage:PolicyStageConfig", "saferlhf.policy.stage:run",
                      "policy optimisation: ppo-lag, ppo, reward-shaping, critic-free"),
     "evaluate": ("saferlhf.evaluation.stage:EvaluateConfig", "saferlhf.evaluation.stage:run",
                  "generate and score answers on harm / over-refusal benchmarks; writes a report"),
     "train-refusal-classifier": ("saferlhf.refusal.classifier_stage:RefusalClassifierConfig",
                                  "saferlhf.refusal.classifier_stage:run", "train the learned refusal classifier"),
+    "annotate": ("saferlhf.annotation.stage:AnnotateConfig", "saferlhf.annotation.stage:run",
+                 "serve the local page that labels a pairs file (localhost only; Ctrl-C stops it)"),
 }
 
 
@@ -46,12 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", "-c", help="YAML configuration file")
         p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
         p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys for nested sections)")
-        if name == "demo":
-            p.add_argument("--quick", action="store_true", help="a small run (a few minutes)")
+        if name in ("demo", "pipeline"):
+            p.add_argument("--quick", action="store_true", help="a small run of every stage (a few minutes)")
+            p.add_argument("--rounds", type=int, help="shortcut for rounds=N")
+        if name in ("demo", "pipeline", "train-policy"):
+            p.add_argument("--algo", help="shortcut for algorithm=... (policy.algorithm=... for the pipeline)")
         if name == "train-policy":
-            p.add_argument("--algo", help="shortcut for algorithm=...")
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may also follow an option: ... --rounds 2 key=value
+    unknown = [item for item in extra if item.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = list(args.overrides) + extra
     config_target, run_target, _ = COMMANDS[args.command]
     try:
         config_cls = _load(config_target)
@@ -62,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(describe(config_cls)))
         return 0
     overrides = list(args.overrides)
+    if args.command == "pipeline" and overrides and "=" not in overrides[0] and args.config is None:
+        args.config = overrides.pop(0)  # saferlhf pipeline CONFIG.yaml [key=value ...]
+    if args.command == "demo":
+        overrides.insert(0, "output_dir=runs/demo")  # the default folder; an output_dir=... given later wins
     if getattr(args, "algo", None):
-        overrides.append(f"algorithm={args.algo}")
+        overrides.append(f"{'policy.' if args.command in ('demo', 'pipeline') else ''}algorithm={args.algo}")
+    if getattr(args, "rounds", None):
+        overrides.append(f"rounds={args.rounds}")
     if getattr(args, "quick", False):
         overrides.append("quick=true")
     if getattr(args, "resume", False):

@@ -204,11 +204,27 @@ def from_dict(cls: type, data: Any, prefix: str = ""):
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(fields))})"
         )
-    kwargs = {name: _convert(hints[name], value, prefix + name) for name, value in data.items()}
+    kwargs = {name: _convert(hints[name], _onto_default(fields[name], value), prefix + name)
+              for name, value in data.items()}
     instance = cls(**kwargs)
     if prefix == "" and hasattr(instance, "validate"):
         instance.validate("")
     return instance
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _onto_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial section (``train: {epochs: 3}``) overrides the field's own default section, key by key, so a
+    stage's section defaults (e.g. ``doc(TrainConfig(learning_rate=5e-5), ...)``) survive partial overrides."""
+    default = _field_default(f)
+    if dataclasses.is_dataclass(default) and isinstance(value, dict):
+        return _merge(dataclasses.asdict(default), value)
+    return value
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
@@ -272,15 +288,13 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def describe(cls: type, prefix: str = "") -> list[str]:
+def describe(cls: Any, prefix: str = "") -> list[str]:
     """One line per key with its default and docstring (``saferlhf COMMAND --help-config``)."""
     lines = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        )
+        default = getattr(cls, f.name) if not isinstance(cls, type) else _field_default(f)
         if dataclasses.is_dataclass(default):
-            lines += describe(type(default), prefix + f.name + ".")
+            lines += describe(default, prefix + f.name + ".")  # the section's own defaults, not its class's
         else:
             lines.append(f"{prefix}{f.name} = {default!r}  # {f.metadata.get('help', '')}")
     return lines

@@ -49,7 +49,9 @@ def tradeoff_figure(overall: dict, detectors: list[str], rounds: list[str] | Non
         return None
     figure, axis = plt.subplots(figsize=(6.4, 5.0))
     for i, j, model, detector, x, y, x_ci, y_ci in points:
-        axis.errorbar(x, y, xerr=[[x - x_ci[0]], [x_ci[1] - x]], yerr=[[y - y_ci[0]], [y_ci[1] - y]],
+        # max(0, .): a Wilson bound at p = 0 or 1 can sit a rounding error inside the point
+        axis.errorbar(x, y, xerr=[[max(0.0, x - x_ci[0])], [max(0.0, x_ci[1] - x)]],
+                      yerr=[[max(0.0, y - y_ci[0])], [max(0.0, y_ci[1] - y)]],
                       fmt=MARKERS[j % len(MARKERS)], color=_color(i), capsize=3, markersize=8,
                       mfc=_color(i) if j == 0 else "white",
                       label=f"{model} ({detector})" if len(detectors) > 1 else model)

@@ -1,0 +1,147 @@
+"""Configuration of ``saferlhf pipeline`` / ``saferlhf demo``: the whole Safe RLHF run in one schema.
+
+The defaults are the built-in demo (``saferlhf demo``): SmolLM2-135M-Instruct, the package's prompt
+set, the rule annotator, MiniLM reward and cost models, PPO-Lagrangian with LoRA, evaluation on the
+held-out built-in prompts and XSTest. They are sized for a 2-core CPU; ``docs/pipeline.md`` says what
+to raise on a GPU. The policy sections are the ``train-policy`` sections themselves
+(:mod:`saferlhf.policy.config`), so a key means the same in both commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from saferlhf.annotation.judge import PairJudgeConfig
+from saferlhf.config import LoraConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.policy.config import (Algorithm, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig, PPOConfig,
+                                    RolloutConfig)
+
+
+@dataclass
+class SamplingConfig:
+    """Answers of the current policy to the round's training prompts (the material that gets labelled)."""
+
+    prompts_per_round: int = doc(0, "Training prompts per round (0 = the round's share: every `rounds`-th prompt "
+                                    "of the built-in training split, so each round sees new prompts).")
+    max_new_tokens: int = doc(48, "Tokens per sampled answer.")
+    temperature: float = doc(0.7, "Sampling temperature (0 = greedy).")
+    batch_size: int = doc(16, "Prompts per generation batch.")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.prompts_per_round >= 0, prefix + "prompts_per_round", "must be >= 0")
+        _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
+        _check(self.temperature >= 0, prefix + "temperature", "must be >= 0")
+        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+
+
+@dataclass
+class AnnotatorConfig:
+    """Who answers the decoupled questions (more helpful? more harmless? is each answer safe?)."""
+
+    method: Literal["rules", "human", "judge"] = doc(
+        "rules", "rules: the built-in annotator (saferlhf.pipeline.annotator; not human labels); human: export the "
+                 "pairs, label them on the local page (saferlhf annotate), re-run; judge: an LLM over an "
+                 "OpenAI-compatible endpoint.")
+    judge: PairJudgeConfig = doc(PairJudgeConfig(base_url="http://127.0.0.1:8000/v1", model="judge"),
+                                 "Endpoint of the judge annotator (method: judge).")
+
+    def validate(self, prefix: str) -> None:
+        if self.method == "judge":
+            self.judge.validate(prefix + "judge.")
+
+
+@dataclass
+class ScoreModelsConfig:
+    """Reward and cost models, retrained each round on every round's labels so far."""
+
+    backbone: str = doc("minilm-l6", "Backbone of both models (built-in name, hub id or folder).")
+    max_length: int = doc(256, "Maximum tokens of prompt + answer.")
+    eval_fraction: float = doc(0.2, "Seeded share of the labelled pairs held out to measure the models.")
+    train: TrainConfig = doc(
+        TrainConfig(epochs=3, learning_rate=5e-5, batch_size=16, warmup_ratio=0.1, logging_steps=5, weight_decay=0.01),
+        "Optimisation of the reward and cost models.")
+
+    def validate(self, prefix: str) -> None:
+        _check(0.0 <= self.eval_fraction < 1.0, prefix + "eval_fraction", "must be in [0, 1)")
+        _check(self.max_length > 8, prefix + "max_length", "must be > 8")
+        self.train.validate(prefix + "train.")
+
+
+@dataclass
+class PipelinePolicyConfig:
+    """The policy stage of every round (the sections of ``saferlhf train-policy``)."""
+
+    algorithm: Algorithm = doc("ppo-lag", "ppo-lag | ppo | reward-shaping | critic-free (saferlhf demo --algo X).")
+    lora: LoraConfig = doc(LoraConfig(enabled=True, r=16, alpha=32, dropout=0.0), "LoRA on the actor.")
+    rollout: RolloutConfig = doc(RolloutConfig(prompts_per_step=8, max_new_tokens=48), "Sampling during training.")
+    ppo: PPOConfig = doc(PPOConfig(critic_backbone="tiny-llama", critic_learning_rate=1e-4), "PPO and critics.")
+    critic_free: CriticFreeConfig = doc(CriticFreeConfig(), "Critic-free variant.")
+    lagrange: LagrangeConfig = doc(LagrangeConfig(), "λ; its cost_threshold is used when cost_threshold is 'fixed'.")
+    cost_threshold: Literal["auto", "fixed"] = doc(
+        "auto", "auto: d = the cost model's mean score over the round's preferred answers (the safe answer of each "
+                "pair, else the more helpful one), i.e. 'be as harmless as the labels prefer'; fixed: "
+                "lagrange.cost_threshold.")
+    ptx_coeff: float = doc(1.0, "Weight of the PTX term on the round's preferred answers (0 = off); see docs/pipeline.md.")
+    train: PolicyTrainConfig = doc(
+        PolicyTrainConfig(max_steps=12, learning_rate=2e-4, batch_size=8, save_steps=4),
+        "Actor optimisation per round (max_steps = policy steps per round).")
+
+    def validate(self, prefix: str) -> None:
+        validate_sections(self, prefix)
+        _check(self.ptx_coeff >= 0, prefix + "ptx_coeff", "must be >= 0")
+        _check(self.train.max_steps > 0, prefix + "train.max_steps", "must be > 0 (policy steps per round)")
+
+
+@dataclass
+class PipelineEvalConfig:
+    """Greedy answers of the base model and every round's policy, measured after each round."""
+
+    heldout: bool = doc(True, "Evaluate on the built-in held-out prompts (never trained on).")
+    xstest_path: str = doc("../shared/data/xstest/xstest_prompts.csv", "XSTest prompts csv ('' = skip; a missing folder is "
+                                                    "skipped with a notice).")
+    xstest_limit: int = doc(0, "Use only the first N XSTest prompts (0 = all 450).")
+    max_new_tokens: int = doc(48, "Tokens per evaluation answer (refusals show in the first sentence).")
+    batch_size: int = doc(32, "Prompts per generation batch.")
+    classifier_path: str = doc("", "A trained refusal classifier folder: its labels join the rule detector's.")
+    compare_runs: list[str] = doc([], "Other pipeline output folders whose final policies join the evaluation "
+                                      "(e.g. the same run with --algo ppo): what the constraint buys, in one report.")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.xstest_limit >= 0, prefix + "xstest_limit", "must be >= 0")
+        _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
+        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+
+
+@dataclass
+class PipelineConfig:
+    """``saferlhf pipeline CONFIG.yaml`` and ``saferlhf demo`` (these defaults)."""
+
+    base_model: str = doc("smollm2-135m-instruct", "The starting policy (built-in name, hub id or folder).")
+    rounds: int = doc(3, "Rounds of sample -> label -> reward/cost models -> policy -> evaluate (Beaver-v1, v2, v3).")
+    quick: bool = doc(False, "A small run for a smoke test: 1 round, 24 prompts, 4 policy steps, 60 XSTest prompts.")
+    seed: int = doc(42, "Seed of sampling, splits and training.")
+    num_threads: int = doc(0, "torch CPU threads for every stage (0 = torch default).")
+    sampling: SamplingConfig = doc(SamplingConfig(), "Answers to label.")
+    annotator: AnnotatorConfig = doc(AnnotatorConfig(), "Decoupled labels.")
+    score_models: ScoreModelsConfig = doc(ScoreModelsConfig(), "Reward and cost models.")
+    policy: PipelinePolicyConfig = doc(PipelinePolicyConfig(), "Policy optimisation.")
+    evaluation: PipelineEvalConfig = doc(PipelineEvalConfig(), "Measurements after each round.")
+    output_dir: str = doc("runs/pipeline", "Folder of the run (every finished stage in it is reused on re-run).")
+
+    def validate(self, prefix: str) -> None:
+        validate_sections(self, prefix)
+        _check(self.rounds >= 1, prefix + "rounds", "must be >= 1")
+        _check(self.num_threads >= 0, prefix + "num_threads", "must be >= 0")
+        _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
+
+    def apply_quick(self) -> None:
+        """The ``--quick`` sizes (a smoke run of every stage in a few minutes on a CPU)."""
+        self.rounds = 1
+        self.sampling.prompts_per_round = 24
+        self.score_models.train.epochs = 2.0
+        self.policy.train.max_steps = 4
+        self.policy.train.save_steps = 2
+        self.policy.rollout.prompts_per_step = 4
+        self.policy.train.batch_size = 4
+        self.evaluation.xstest_limit = self.evaluation.xstest_limit or 60

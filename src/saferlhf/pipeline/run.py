@@ -1,0 +1,258 @@
+"""``saferlhf pipeline`` / ``saferlhf demo``: the Safe RLHF rounds (Dai et al. 2024, section 5: Beaver-v1..v3).
+
+Each round r = 1..R, in ``output_dir/round-r/``:
+
+1. ``answers.jsonl``: the current policy (round 1: the base model) answers the round's training
+   prompts (new prompts each round: every R-th prompt of the built-in training split);
+2. ``preferences.jsonl``: decoupled labels of (answer, refusal) pairs (:mod:`.labels`);
+3. ``reward-model/``, ``cost-model/``: ``train-reward`` / ``train-cost`` on every round's labels so far;
+4. ``policy-run/``: ``train-policy`` (PPO-Lag by default) from the current policy, with the PTX term on
+   the preferred answers so far; its ``policy/`` folder is the next round's policy;
+5. ``output_dir/evaluation/``: ``saferlhf evaluate`` of the base model and every round's policy on the
+   held-out built-in prompts and XSTest, scored by this round's reward and cost models; its report
+   compares the rounds.
+
+A stage whose output exists is never redone; a killed stage resumes from its checkpoint (score and
+policy stages checkpoint; answers are cached). ``metrics.json`` holds, per model and evaluation set,
+``harmful_compliance_rate``, ``false_refusal_rate`` and ``mean_benign_reward``, plus ``wall_time_s``
+and ``peak_memory_gb``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, from_dict, to_dict
+from saferlhf.data.builtin import builtin_prompts
+from saferlhf.pipeline.config import PipelineConfig
+from saferlhf.pipeline.labels import (WaitingForLabels, label_pairs, make_pairs, preferred_answer, read_jsonl,
+                                      sample_answers, write_jsonl)
+from saferlhf.runio import RunWriter
+
+HELDOUT = "heldout"  # the evaluation set of the built-in held-out prompts
+BENIGN = "benign"
+
+
+def round_prompts(rows: list[dict], round_index: int, rounds: int, limit: int) -> list[dict]:
+    """Round ``round_index``'s (1-based) training prompts: every ``rounds``-th row, at most ``limit`` (0 = all)."""
+    chosen = rows[round_index - 1::rounds]
+    return chosen[:limit] if limit else chosen
+
+
+def run(config: PipelineConfig) -> dict:
+    if config.quick:
+        config.apply_quick()
+    started = time.perf_counter()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    output_dir = Path(config.output_dir)
+    writer = RunWriter(output_dir, resume=True)
+    writer.write_config(to_dict(config))
+    train_rows = builtin_prompts(split="train")
+    benchmarks = evaluation_sets(config, output_dir)
+    models = [("base", config.base_model)]
+    policy, rounds = config.base_model, []
+    print(f"[saferlhf pipeline] {config.rounds} round(s), {config.policy.algorithm}, annotator "
+          f"{config.annotator.method}; evaluation on {', '.join(b['name'] for b in benchmarks)}", flush=True)
+    for index in range(1, config.rounds + 1):
+        folder = output_dir / f"round-{index}"
+        rows = round_prompts(train_rows, index, config.rounds, config.sampling.prompts_per_round)
+        print(f"[saferlhf pipeline] round {index}: {len(rows)} prompts", flush=True)
+        try:
+            label_round(config, policy, rows, folder)
+        except WaitingForLabels as waiting:
+            print(f"[saferlhf pipeline] round {index}: waiting for labels. {waiting}", flush=True)
+            return {"status": "waiting_for_labels", "round": index}
+        preference_files = [output_dir / f"round-{k}" / "preferences.jsonl" for k in range(1, index + 1)]
+        scores = {kind: train_score_model(config, kind, preference_files, folder / f"{kind}-model")
+                  for kind in ("reward", "cost")}
+        policy, policy_metrics = train_policy(config, policy, rows, preference_files, folder)
+        models.append((f"round-{index}", policy))
+        evaluation = evaluate(config, models, benchmarks, folder, output_dir / "evaluation")
+        rounds.append({"round": index, "prompts": len(rows), "reward_model": scores["reward"],
+                       "cost_model": scores["cost"], "policy": policy_metrics})
+        writer.write_metrics(summary(evaluation, models, rounds, started))
+    metrics = summary(evaluation, models, rounds, started)
+    writer.write_metrics(metrics)
+    print(results_table(metrics), flush=True)
+    return metrics
+
+
+def label_round(config: PipelineConfig, policy: str, rows: list[dict], folder: Path) -> None:
+    """``answers.jsonl`` and ``preferences.jsonl`` of a round (kept when they exist)."""
+    if (folder / "preferences.jsonl").exists():
+        return
+    sampling = config.sampling
+    answers = sample_answers(policy, [row["prompt"] for row in rows], folder / "answers.jsonl",
+                             sampling.max_new_tokens, sampling.temperature, sampling.batch_size, config.seed)
+    records = label_pairs(make_pairs(rows, answers), config.annotator.method, folder, config.annotator.judge)
+    write_jsonl(folder / "preferences.jsonl", [record.to_dict() for record in records])
+
+
+def train_score_model(config: PipelineConfig, kind: str, preference_files: list[Path], folder: Path) -> dict:
+    """Reward or cost model on every round's labels so far (a seeded split held out); kept when finished."""
+    from saferlhf.stages.score_training import ScoreStageConfig, train_score_model as train
+
+    if not (folder / "metrics.json").exists():
+        score = config.score_models
+        stage = ScoreStageConfig(
+            model=ModelConfig(name_or_path=score.backbone),
+            data=DataConfig(train=[DataSource(path=str(p)) for p in preference_files], eval_fraction=score.eval_fraction,
+                            split_seed=config.seed, max_length=score.max_length),
+            train=TrainConfig(**{**to_dict(score.train), "seed": config.seed, "num_threads": config.num_threads}),
+            output_dir=str(folder), resume=True)
+        train(stage, kind)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {key: metrics.get(key) for key in ("eval_accuracy", "eval_sign_accuracy", "num_train_pairs", "num_eval_pairs")}
+
+
+def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preference_files: list[Path],
+                 folder: Path) -> tuple[str, dict]:
+    """``train-policy`` from ``policy`` on the round's prompts; returns the new policy folder and its metrics."""
+    from saferlhf.policy import stage
+
+    run_dir = folder / "policy-run"
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists() and json.loads(metrics_file.read_text()).get("status") == "finished":
+        return str(run_dir / "policy"), _policy_summary(json.loads(metrics_file.read_text()))
+    write_jsonl(folder / "prompts.jsonl", [{"prompt": row["prompt"]} for row in rows])
+    preferred = [(r["prompt"], preferred_answer(r)) for path in preference_files for r in read_jsonl(path)]
+    preferred = [(p, a) for p, a in preferred if a is not None]
+    write_jsonl(folder / "preferred.jsonl", [{"prompt": p, "response": a} for p, a in preferred])
+    p = config.policy
+    lagrange = to_dict(p.lagrange)
+    if p.cost_threshold == "auto":
+        lagrange["cost_threshold"] = auto_threshold(folder / "cost-model", preferred, config.score_models.max_length)
+        print(f"[saferlhf pipeline] cost threshold d = {lagrange['cost_threshold']:.3f} (mean cost of the "
+              f"{len(preferred)} preferred answers)", flush=True)
+    train = {**to_dict(p.train), "seed": config.seed, "num_threads": config.num_threads}
+    policy_config = from_dict(stage.PolicyStageConfig, {
+        "algorithm": p.algorithm,
+        "actor": {"name_or_path": policy, "lora": to_dict(p.lora)},
+        "reward": {"path": str(folder / "reward-model")}, "cost": {"path": str(folder / "cost-model")},
+        "data": {"train": [{"path": str(folder / "prompts.jsonl"), "format": "prompts"}],
+                 "max_length": config.score_models.max_length},
+        "rollout": to_dict(p.rollout), "ppo": to_dict(p.ppo), "critic_free": to_dict(p.critic_free),
+        "lagrange": lagrange, "train": train,
+        "ptx": {"data": [{"path": str(folder / "preferred.jsonl")}] if p.ptx_coeff > 0 else [], "coeff": p.ptx_coeff},
+        "output_dir": str(run_dir), "resume": True,
+    })
+    return str(run_dir / "policy"), _policy_summary(stage.run(policy_config))
+
+
+def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int) -> float:
+    """d = mean C over the preferred answers: the constraint asks the policy to be as harmless as they are."""
+    from saferlhf.evaluation.scoring import score_with_folder
+
+    costs, _ = score_with_folder(str(cost_model), [p for p, _ in preferred], [a for _, a in preferred], max_length,
+                                 description="cost threshold")
+    return float(sum(costs) / len(costs))
+
+
+def _policy_summary(metrics: dict) -> dict:
+    keys = ("algorithm", "steps", "lambda", "final/reward", "final/cost", "final/kl", "final/episode_cost",
+            "final/cost_threshold")
+    return {key: metrics.get(key) for key in keys if key in metrics}
+
+
+def evaluation_sets(config: PipelineConfig, output_dir: Path) -> list[dict]:
+    """The evaluation sets as ``evaluate`` benchmark sections; the held-out built-in prompts are written to a file
+    (category ``<label>/<category>``: benign and pseudo-harmful prompts are both ``harmless``)."""
+    e, sets = config.evaluation, []
+    if e.heldout:
+        path = output_dir / f"{HELDOUT}.jsonl"  # evaluate names a file set by its stem
+        write_jsonl(path, [{"id": r["id"], "prompt": r["prompt"], "category": f"{r['label']}/{r['category']}",
+                            "label": "harmful" if r["label"] == "harmful" else "harmless"}
+                           for r in builtin_prompts(split="heldout")])
+        sets.append({"name": HELDOUT, "path": str(path)})
+    if e.xstest_path:
+        if Path(e.xstest_path).exists():
+            sets.append({"name": "xstest", "path": e.xstest_path, "limit": e.xstest_limit})
+        else:
+            print(f"[saferlhf pipeline] XSTest not found at {e.xstest_path}: evaluating without it", flush=True)
+    if not sets:
+        raise ValueError("config key 'evaluation': no evaluation set (heldout is off and XSTest is missing)")
+    return sets
+
+
+def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: list[dict], folder: Path,
+             output_dir: Path) -> tuple[dict, list[dict]]:
+    """``saferlhf evaluate`` on every model so far (answers of earlier rounds are reused), scored by this round's
+    reward and cost models; returns its metrics and its answer records."""
+    from saferlhf.evaluation.stage import EvaluateConfig, run as run_evaluate
+
+    e = config.evaluation
+    compared = [(_run_name(path), _final_policy(path)) for path in e.compare_runs]
+    rounds = [name for name, _ in models]
+    logs = [str(Path(config.output_dir) / f"round-{i}" / "policy-run") for i in range(1, len(models))]
+    evaluate_config = from_dict(EvaluateConfig, {
+        "models": [{"name": name, "name_or_path": path} for name, path in models + compared],
+        "benchmarks": benchmarks,
+        "generation": {"max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size, "temperature": 0.0,
+                       "seed": config.seed, "num_threads": config.num_threads},
+        "refusal": {"detectors": "both" if e.classifier_path else "rules", "classifier_path": e.classifier_path},
+        "scoring": {"reward_model": str(folder / "reward-model"), "cost_model": str(folder / "cost-model"),
+                    "max_length": config.score_models.max_length},
+        "training_logs": logs, "rounds": rounds, "output_dir": str(output_dir),
+    })
+    metrics = run_evaluate(evaluate_config)
+    return metrics, read_jsonl(output_dir / "generations.jsonl")
+
+
+def _run_name(path: str) -> str:
+    config_file = Path(path) / "config.yaml"
+    if config_file.exists():
+        import yaml
+
+        algorithm = (yaml.safe_load(config_file.read_text()) or {}).get("policy", {}).get("algorithm")
+        if algorithm:
+            return f"{algorithm} ({Path(path).name})"
+    return Path(path).name
+
+
+def _final_policy(path: str) -> str:
+    rounds = sorted(Path(path).glob("round-*/policy-run/policy"), key=lambda p: int(p.parts[-3].split("-")[1]))
+    if not rounds:
+        raise ValueError(f"config key 'evaluation.compare_runs': {path} has no finished round (round-N/policy-run/policy)")
+    return str(rounds[-1])
+
+
+def mean_benign_reward(records: list[dict], model: str, benchmark: str) -> float | None:
+    """Mean reward of ``model``'s answers to the benign prompts of ``benchmark`` (XSTest: its safe prompts;
+    held-out: the ``benign`` prompts, not the pseudo-harmful ones)."""
+    values = [r["reward"] for r in records if r["model"] == model and r["benchmark"] == benchmark
+              and r["label"] == "harmless" and r.get("reward") is not None
+              and (benchmark != HELDOUT or str(r.get("category", "")).startswith(BENIGN + "/"))]
+    return sum(values) / len(values) if values else None
+
+
+def summary(evaluation: tuple[dict, list[dict]], models: list[tuple[str, str]], rounds: list[dict], started: float) -> dict:
+    """``metrics.json`` of the pipeline: the headline rates per model and set, the rounds, time and memory."""
+    evaluation, records = evaluation
+    table = {}
+    for model, per_set in evaluation["models"].items():
+        table[model] = {name: {"harmful_compliance_rate": s.get("harmful_compliance_rate"),
+                               "false_refusal_rate": s.get("false_refusal_rate"),
+                               "mean_benign_reward": mean_benign_reward(records, model, name),
+                               "mean_cost": s.get("cost_mean"), "unsafe_share": s.get("unsafe_share")}
+                        for name, s in per_set.items()}
+    usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"models": table, "rounds": rounds, "policies": dict(models),
+            "wall_time_s": time.perf_counter() - started, "peak_memory_gb": usage / 1024 ** 2}
+
+
+def results_table(metrics: dict) -> str:
+    """The headline table (markdown), as printed at the end and copied into the README."""
+    lines = ["| model | set | harmful compliance | false refusal | mean benign reward |", "|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    for model, per_set in metrics["models"].items():
+        for name, s in per_set.items():
+            reward = "–" if s["mean_benign_reward"] is None else f"{s['mean_benign_reward']:.2f}"
+            lines.append(f"| {model} | {name} | {pct(s['harmful_compliance_rate'])} | {pct(s['false_refusal_rate'])} "
+                         f"| {reward} |")
+    return "\n".join(lines)
