@@ -75,3 +75,19 @@ def test_pid_rule_is_clipped_to_zero_and_lambda_max():
     assert pid.value == 0.0
     pid.update([5.0, 5.0, 5.0])
     assert pid.value == 2.0
+
+
+def test_shared_state_keeps_each_process_window_and_windows_are_redealt():
+    from saferlhf.policy.lagrange import adopt_shared_state, redistribute_windows, shared_state
+
+    rank0 = LagrangeMultiplier(lambda_init=1.0, lambda_lr=0.5)
+    rank0.update([1.0, 1.0])
+    rank1 = LagrangeMultiplier(lambda_init=1.0, lambda_lr=0.5)
+    rank1.update([3.0])  # another window, another λ (no all-reduce here)
+    assert "window" not in shared_state(rank0)
+    adopt_shared_state(rank1, shared_state(rank0))
+    assert rank1.value == rank0.value and list(rank1.window.costs) == [3.0]  # rank 0's λ, its own window
+    windows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]  # two processes' windows, oldest first
+    assert redistribute_windows(windows, 2, 1) == [4.0, 5.0, 6.0]  # same number of processes: unchanged
+    assert redistribute_windows(windows, 1, 0) == [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]  # one process: pooled
+    assert redistribute_windows([[1.0, 2.0, 3.0, 4.0]], 2, 1) == [2.0, 4.0]  # dealt round-robin

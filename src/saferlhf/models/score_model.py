@@ -53,6 +53,9 @@ class ScoreModel(nn.Module):
     def __init__(self, backbone: nn.Module, score_config: ScoreConfig):
         super().__init__()
         self.backbone = backbone
+        if getattr(backbone, "pooler", None) is not None:
+            # BERT's pooler is never read by the score head; unused trained weights stall DDP's all-reduce
+            backbone.pooler = None
         self.score_config = score_config
         hidden_size = backbone.config.hidden_size
         self.score_head = nn.Linear(hidden_size, 1)
@@ -124,6 +127,7 @@ class ScoreModel(nn.Module):
         state = load_file(str(folder / "model.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if "rotary_emb" not in k and "position_ids" not in k]
+        unexpected = [k for k in unexpected if not k.startswith("backbone.pooler.")]  # folders saved with it
         if missing or unexpected:
             raise ValueError(f"{folder}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
         return model.eval()

@@ -59,7 +59,7 @@ class ScoreModelsConfig:
     max_length: int = doc(256, "Maximum tokens of prompt + answer.")
     eval_fraction: float = doc(0.2, "Seeded share of the labelled pairs held out to measure the models.")
     train: TrainConfig = doc(
-        TrainConfig(epochs=3, learning_rate=5e-5, batch_size=16, warmup_ratio=0.1, logging_steps=5, weight_decay=0.01),
+        TrainConfig(epochs=10, learning_rate=5e-5, batch_size=16, warmup_ratio=0.1, logging_steps=5, weight_decay=0.01),
         "Optimisation of the reward and cost models.")
 
     def validate(self, prefix: str) -> None:
@@ -139,7 +139,6 @@ class PipelineConfig:
         """The ``--quick`` sizes (a smoke run of every stage in a few minutes on a CPU)."""
         self.rounds = 1
         self.sampling.prompts_per_round = 24
-        self.score_models.train.epochs = 2.0
         self.policy.train.max_steps = 4
         self.policy.train.save_steps = 2
         self.policy.rollout.prompts_per_step = 4

@@ -6,8 +6,14 @@ One checkpoint is the folder ``<output_dir>/checkpoints/step-NNNNNN`` holding
   or only the LoRA adapter) and each critic's weights (frozen models are rebuilt from the config);
 - ``optimizers.pt`` and ``schedulers.pt`` (``state_dict`` of each, by name);
 - ``rng_state_<rank>.pt``: Python, NumPy, torch CPU (and CUDA) generator states of every process;
-- ``trainer_state.json``: the step, the data position, the Lagrange multiplier's state and whatever
-  else the loop needs (written last).
+- ``trainer_state.json``: the step, the data position, the Lagrange multiplier's state (with every
+  process's own episode-cost window), the number of processes and whatever else the loop needs.
+
+Only the main process writes weights, optimisers and schedulers (under DDP every process holds the
+same ones); each process writes its own RNG state. Any number of processes can read a checkpoint:
+with the number that wrote it the continuation is exact; with another, each process starts from the
+same weights, optimiser states, λ and data position, takes the RNG state of its rank if one was
+saved, and the loop re-deals the cost windows (``saferlhf.policy.stage``).
 
 It is written to ``step-NNNNNN.tmp``, every file is fsync'ed, and the folder is renamed into place
 (an atomic operation) and its parent fsync'ed. A process killed at any moment therefore leaves only
@@ -128,9 +134,6 @@ def load_checkpoint(accelerator, folder: str | Path, models: dict[str, torch.nn.
     """Restore everything :func:`save_checkpoint` wrote; returns the loop's state dict."""
     folder = Path(folder)
     state = json.loads((folder / STATE_FILE).read_text())
-    if state.get("num_processes", 1) != accelerator.num_processes:
-        raise ValueError(f"{folder}: saved by {state['num_processes']} processes, resumed with "
-                         f"{accelerator.num_processes}; resume with the same number of processes")
     for name, model in models.items():
         load_trainable_state(accelerator.unwrap_model(model), load_file(str(folder / f"{name}.safetensors")),
                              f"{folder}/{name}.safetensors")
@@ -140,7 +143,9 @@ def load_checkpoint(accelerator, folder: str | Path, models: dict[str, torch.nn.
     saved = torch.load(folder / "schedulers.pt", map_location="cpu", weights_only=False)
     for name, scheduler in schedulers.items():
         scheduler.load_state_dict(saved[name])
-    set_rng_state(torch.load(folder / f"rng_state_{accelerator.process_index}.pt", weights_only=False))
+    rng_file = folder / f"rng_state_{accelerator.process_index}.pt"
+    if rng_file.exists():  # absent when resuming with more processes than wrote the checkpoint
+        set_rng_state(torch.load(rng_file, weights_only=False))
     return state
 
 

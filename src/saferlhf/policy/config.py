@@ -48,9 +48,18 @@ class RolloutConfig:
     top_p: float = doc(1.0, "Nucleus sampling threshold (1.0 = off).")
     top_k: int = doc(0, "Top-k sampling (0 = off, so that the sampler is exactly the policy π_θ).")
     repetition_penalty: float = doc(1.0, "Hugging Face repetition penalty (1.0 = off).")
+    backend: Literal["hf", "vllm"] = doc(
+        "hf", "hf: transformers generate (default; CPU and GPU); vllm: a vLLM engine beside each GPU process, "
+              "the actor's weights copied into it after every update (needs `pip install vllm` and a CUDA GPU).")
+    vllm_gpu_memory_utilization: float = doc(0.3, "vllm: share of the GPU's memory the engine may take (KV cache "
+                                                  "included); the rest stays for training.")
+    vllm_max_model_len: int = doc(0, "vllm: longest prompt + answer the engine plans for (0 = data.max_length).")
 
     def validate(self, prefix: str) -> None:
         _check(self.prompts_per_step > 0, prefix + "prompts_per_step", "must be > 0")
+        _check(0.0 < self.vllm_gpu_memory_utilization <= 1.0, prefix + "vllm_gpu_memory_utilization",
+               "must be in (0, 1]")
+        _check(self.vllm_max_model_len >= 0, prefix + "vllm_max_model_len", "must be >= 0")
         _check(self.samples_per_prompt >= 0, prefix + "samples_per_prompt", "must be >= 0")
         _check(self.max_new_tokens >= 0, prefix + "max_new_tokens", "must be >= 0")
         _check(self.temperature > 0, prefix + "temperature", "must be > 0 (training samples answers)")
@@ -164,6 +173,9 @@ class TrackingConfig:
     wandb: bool = doc(False, "Also log to Weights & Biases (needs wandb and a login).")
     project: str = doc("saferlhf", "TensorBoard run folder / W&B project name.")
     progress_bar: bool = doc(True, "Show a tqdm progress bar.")
+    per_process_log: bool = doc(False, "Also write process_logs/rank<R>.jsonl from every process (its own λ before "
+                                       "and after the broadcast, window mean, reward, cost): to check that processes "
+                                       "agree (docs/scaling.md).")
 
 
 @dataclass

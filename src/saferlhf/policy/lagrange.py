@@ -15,7 +15,9 @@ positive, and after every policy step:
 
 λ grows while the recent episodes violate the constraint (Ĵ_c > d) and shrinks when they satisfy
 it. Updates start after ``update_delay_steps`` steps. Every process computes the same Ĵ_c (one
-all-reduce), so λ is identical on all of them without a broadcast.
+all-reduce of the per-process window means), so every process computes the same λ; the trainer then
+also broadcasts rank 0's multiplier state (:func:`shared_state`), so λ is identical on every process
+by construction, and a process whose own value differed is reported.
 
 ``FixedMultiplier`` keeps λ constant: the ``ppo`` baseline (λ = 0) and ``reward-shaping``
 (R - λ·C with a fixed λ). It still keeps the window of episode costs, for logging.
@@ -127,3 +129,29 @@ class LagrangeMultiplier:
         self.num_updates_seen = int(state["num_updates_seen"])
         self.window.costs.clear()
         self.window.extend(state["window"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Several processes: what is shared, what each process keeps
+
+
+def shared_state(multiplier) -> dict[str, Any]:
+    """The multiplier's state without this process's own cost window: what every process must agree on."""
+    return {key: value for key, value in multiplier.state_dict().items() if key != "window"}
+
+
+def adopt_shared_state(multiplier, state: dict[str, Any]) -> None:
+    """Take ``state`` (from :func:`shared_state` of rank 0) and keep this process's own cost window."""
+    multiplier.load_state_dict({**state, "window": list(multiplier.window.costs)})
+
+
+def redistribute_windows(windows: list[list[float]], num_processes: int, process_index: int) -> list[float]:
+    """This process's cost window after a resume: its own if the number of processes is unchanged,
+    else every saved window interleaved (oldest first) and dealt round-robin, which keeps the pooled
+    mean Ĵ_c when the windows divide evenly."""
+    if len(windows) == num_processes:
+        return list(windows[process_index])
+    depth = max((len(window) for window in windows), default=0)
+    pooled = [window[len(window) - depth + i] for i in range(depth) for window in windows
+              if len(window) - depth + i >= 0]
+    return pooled[process_index::num_processes]

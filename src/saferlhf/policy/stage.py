@@ -22,11 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from saferlhf.config import to_dict
+from saferlhf.policy.lagrange import redistribute_windows
 from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
 from saferlhf.policy.trainer import NonFiniteLossError, PolicyTrainer
-from saferlhf.runio import RunWriter, atomic_write_text, read_log
+from saferlhf.runio import RunWriter, _clean, atomic_write_text, read_log
+from saferlhf.training.distributed import full_parameters, gather_from_all
 from saferlhf.training.setup import make_accelerator
 
 __all__ = ["PolicyStageConfig", "run", "evaluate"]
@@ -51,6 +53,11 @@ def run(config: PolicyStageConfig) -> dict:
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, trainer.models, trainer.optimizers, trainer.schedulers)
         _restore(trainer, state)
+    if config.tracking.per_process_log:
+        process_log = output_dir / "process_logs" / f"rank{accelerator.process_index}.jsonl"
+        process_log.parent.mkdir(parents=True, exist_ok=True)
+        if not config.resume:
+            process_log.unlink(missing_ok=True)
     if config.resume:  # drop lines written after the checkpoint (and a line cut by the kill)
         for name in ("log.jsonl", "eval.jsonl"):
             _truncate(output_dir / name, trainer.global_step if checkpoint else -1, accelerator.is_main_process)
@@ -65,6 +72,10 @@ def run(config: PolicyStageConfig) -> dict:
         while trainer.global_step < trainer.total_steps:
             metrics = trainer.step()
             step = trainer.global_step
+            if config.tracking.per_process_log:
+                with open(process_log, "a") as handle:
+                    handle.write(json.dumps(_clean({"step": step, "process": accelerator.process_index,
+                                                    **trainer.process_record})) + "\n")
             if step % config.train.logging_steps == 0 or step == trainer.total_steps:
                 writer.log(step, **metrics)
                 accelerator.log(metrics, step=step)
@@ -108,8 +119,12 @@ def run(config: PolicyStageConfig) -> dict:
 @torch.no_grad()
 def evaluate(trainer: PolicyTrainer, when: str) -> dict[str, float]:
     """Greedy answers to every eval set, scored: mean reward, mean cost, unsafe share (C > 0), length."""
+    with full_parameters(trainer.accelerator, trainer.models["actor"]) as actor:
+        return _evaluate(trainer, actor, when)
+
+
+def _evaluate(trainer: PolicyTrainer, actor, when: str) -> dict[str, float]:
     c, accelerator = trainer.config, trainer.accelerator
-    actor = accelerator.unwrap_model(trainer.models["actor"])
     results, answers = {}, []
     for name, prompts in trainer.eval_sets.items():
         mine = prompts[accelerator.process_index::accelerator.num_processes]
@@ -151,9 +166,9 @@ def _log_eval(writer: RunWriter, accelerator, step: int, results: dict[str, floa
 
 
 def _save(trainer: PolicyTrainer, state: dict) -> None:
-    prompts_per_step = trainer.config.rollout.prompts_per_step * trainer.accelerator.num_processes
-    loop_state = {"global_step": trainer.global_step, "data_position": trainer.global_step * prompts_per_step,
-                  "multiplier": trainer.multiplier.state_dict(),
+    windows = gather_from_all(trainer.accelerator, list(trainer.multiplier.window.costs))  # every process's own
+    loop_state = {"global_step": trainer.global_step, "data_position": trainer.data_position(),
+                  "multiplier": trainer.multiplier.state_dict(), "multiplier_windows": windows,
                   "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
                   "eval_before": state.get("eval_before")}
     save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,
@@ -164,23 +179,37 @@ def _restore(trainer: PolicyTrainer, state: dict) -> None:
     if state["algorithm"] != trainer.config.algorithm:
         raise ValueError(f"resume: the checkpoint was written by algorithm {state['algorithm']!r}, "
                          f"the config asks for {trainer.config.algorithm!r}")
+    accelerator = trainer.accelerator
+    saved_processes = int(state.get("num_processes", 1))
     trainer.global_step = int(state["global_step"])
+    trainer.data_origin = (trainer.global_step, int(state["data_position"]))
     trainer.multiplier.load_state_dict(state["multiplier"])
-    if trainer.ptx is not None:
-        trainer.ptx.position = int(state["ptx_position"])
+    windows = state.get("multiplier_windows") or [state["multiplier"].get("window", [])]
+    trainer.multiplier.window.costs.clear()
+    trainer.multiplier.window.extend(redistribute_windows(windows, accelerator.num_processes,
+                                                          accelerator.process_index))
+    if trainer.ptx is not None:  # PTX batches taken so far by all processes, re-counted per process
+        trainer.ptx.position = math.ceil(int(state["ptx_position"]) * saved_processes / accelerator.num_processes)
+    if saved_processes != accelerator.num_processes:
+        accelerator.print(f"[saferlhf] resume: checkpoint written by {saved_processes} processes, continuing with "
+                          f"{accelerator.num_processes}: same weights, optimiser states, λ and data position, but "
+                          "not bit-identical to an uninterrupted run (per-process random streams and cost windows "
+                          "are re-dealt)")
 
 
 def _save_policy(trainer: PolicyTrainer, folder: Path) -> None:
     """The trained actor as a plain Hugging Face folder (LoRA merged; the adapter saved beside it)."""
     accelerator = trainer.accelerator
     accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(trainer.models["actor"])  # every process: gathers ZeRO-3 / FSDP shards
     if not accelerator.is_main_process:
         return
     actor = accelerator.unwrap_model(trainer.models["actor"])
     if trainer.config.actor.lora.enabled:
         actor.save_pretrained(folder.with_name(folder.name + "_adapter"))
         actor = copy.deepcopy(actor).merge_and_unload()
-    actor.save_pretrained(folder, safe_serialization=True)
+        state_dict = None  # the merged copy's own weights
+    actor.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
     trainer.tokenizer.save_pretrained(folder)
 
 

@@ -8,22 +8,34 @@
 3. update: λ takes one step on the new episode costs (:mod:`.lagrange`, :mod:`.pid_lagrange`), the
    advantages are computed (:mod:`.algorithms`), then micro-batches of ``train.batch_size`` answers
    take the clipped-surrogate step on the actor (+ PTX) and the clipped value step on each critic.
+   With one micro-batch and one pass (``reuse_update_forward``), the actor's old log-probabilities
+   come from the update's own forward (it precedes any optimiser step) instead of a pass in step 2.
 
 The reference policy is a frozen copy of the initial actor, or with LoRA the same model with its
 adapter switched off (``peft``'s ``disable_adapter``): one copy of the weights, not two.
 Hugging Face Accelerate places the models, runs autocast and gradient accumulation, and averages
 metrics and episode costs across processes.
+
+With N processes (``accelerate launch``, ``docs/scaling.md``): each process takes its own share of the
+step's prompts (:meth:`PolicyTrainer.prompts_for_step`) and samples with its own random stream
+(seed + rank); DDP averages the gradients; the episode-cost window means are all-reduced, every
+process computes λ from that mean, and rank 0's multiplier state is broadcast on top; metrics are
+averaged. Answers come from Hugging Face ``generate`` or, with ``rollout.backend: vllm``, from a
+colocated vLLM engine (:mod:`.vllm_rollout`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType, set_seed
 
 from saferlhf.config import DataSource
 from saferlhf.data.loading import load_prompts
@@ -31,12 +43,14 @@ from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages, make_multiplier
 from saferlhf.policy.config import PolicyStageConfig
+from saferlhf.policy.lagrange import adopt_shared_state, shared_state
 from saferlhf.policy.losses import (clipped_surrogate_loss, clipped_value_loss, entropy_from_logits, gather_log_probs,
                                     masked_mean, sequence_kl)
 from saferlhf.policy.order import EpochOrder
 from saferlhf.policy.ptx import PTXBatches, load_ptx_examples
 from saferlhf.policy.rollout import Rollout, answer_logits, answer_values, sample_rollout
 from saferlhf.policy.scorers import ScoreModelScorer, make_scorer, same_tokenizer
+from saferlhf.training.distributed import broadcast_from_main, full_parameters
 from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler
 
 
@@ -59,6 +73,13 @@ def load_prompt_source(source: DataSource) -> list:
     return [row["prompt"] for row in rows][: source.limit or None]
 
 
+def has_active_dropout(model: torch.nn.Module) -> bool:
+    """Whether the model behaves differently in training mode (dropout modules, attention dropout)."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "attention_dropout", 0.0)) or any(
+        isinstance(module, torch.nn.Dropout) and module.p > 0 for module in model.modules())
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
 
@@ -70,7 +91,7 @@ class Experience:
     rollout: Rollout
     reward: torch.Tensor  # (N,)
     cost: torch.Tensor | None  # (N,)
-    old_log_probs: torch.Tensor  # (N, T)
+    old_log_probs: torch.Tensor | None  # (N, T); None until update() fills it (PolicyTrainer.reuse_update_forward)
     ref_log_probs: torch.Tensor  # (N, T)
     old_values: dict[str, torch.Tensor] = field(default_factory=dict)  # critic -> (N, T)
     advantages: torch.Tensor | None = None  # (N, T)
@@ -81,6 +102,10 @@ class PolicyTrainer:
     def __init__(self, config: PolicyStageConfig, accelerator=None):
         self.config = c = config
         self.spec = ALGORITHM_SPECS[c.algorithm]
+        if c.rollout.backend == "vllm":  # fail before loading any model
+            from saferlhf.policy.vllm_rollout import check_vllm_available
+
+            check_vllm_available()
         self.accelerator = accelerator or make_accelerator(c.train)
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(c.actor.name_or_path, c.actor.trust_remote_code, padding_side="left")
@@ -114,15 +139,34 @@ class PolicyTrainer:
                                            weight_decay=c.ppo.critic_weight_decay,
                                            lr_scheduler=c.ppo.critic_lr_scheduler)
         self.models: dict[str, torch.nn.Module] = {"actor": actor, **{f"{n}_critic": m for n, m in critics.items()}}
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED and len(self.models) > 1:
+            raise ValueError(
+                f"algorithm={c.algorithm!r} trains {len(self.models)} models ({', '.join(self.models)}) but Accelerate "
+                "drives one DeepSpeed engine per process: use FSDP (configs/accelerate/fsdp_8gpu.yaml) or DDP for it, "
+                "or algorithm=critic-free with DeepSpeed (docs/scaling.md)")
         self.optimizers, self.schedulers = {}, {}
         for name, model in self.models.items():
             train = c.train if name == "actor" else critic_train
             optimizer = make_optimizer(model, train)
             self.schedulers[name] = make_scheduler(optimizer, train, optimizer_steps)
             self.models[name], self.optimizers[name] = self.accelerator.prepare(model, optimizer)
+        # One micro-batch, one pass, no dropout: the update's forward comes before any optimiser step and
+        # computes exactly π_old's log-probabilities, so make_experience skips its own (TRL's GRPO does the same)
+        self.reuse_update_forward = (c.ppo.update_iterations == 1 and micro_batches == 1
+                                     and not has_active_dropout(self.accelerator.unwrap_model(self.models["actor"])))
         reduce_mean = self._process_mean if self.accelerator.num_processes > 1 else None
         self.multiplier = make_multiplier(c.algorithm, c.lagrange, reduce_mean)
         self.global_step = 0
+        self.data_origin = (0, 0)  # (step, global prompt position) this run's data order counts from
+        self.process_record: dict[str, float] = {}  # this process's own numbers of the last step
+        self.vllm = None
+        if c.rollout.backend == "vllm":
+            from saferlhf.policy.vllm_rollout import VLLMRollout
+
+            self.vllm = VLLMRollout(c, self.tokenizer, self.accelerator,
+                                    model=self.accelerator.unwrap_model(self.models["actor"]))
+        if self.accelerator.num_processes > 1:  # the same seed everywhere would draw the same answers
+            set_seed(c.train.seed, device_specific=True)  # seed + rank (weights are already in sync)
 
     # ------------------------------------------------------------------------------------------
     # Set-up helpers
@@ -167,33 +211,45 @@ class PolicyTrainer:
     # One policy step
 
     def prompts_for_step(self, step: int) -> list:
-        """This process's prompts of policy step ``step`` (a pure function of the step: resumable)."""
+        """This process's prompts of policy step ``step`` (a pure function of the step: resumable).
+
+        Step s takes the global positions ``[p, p + N·k)`` of the seeded order (N processes, k =
+        ``rollout.prompts_per_step``), process r the slice ``[p + r·k, p + (r+1)·k)``: one process with
+        N·k prompts per step sees the same prompts as N processes with k each."""
         local = self.config.rollout.prompts_per_step
-        start = (step * self.accelerator.num_processes + self.accelerator.process_index) * local
+        start = self.data_position(step) + self.accelerator.process_index * local
         return [self.prompts[self.prompt_order[start + i]] for i in range(local)]
+
+    def data_position(self, step: int | None = None) -> int:
+        """Global prompt position at the start of ``step`` (default: the next step)."""
+        step = self.global_step if step is None else step
+        origin_step, origin_position = self.data_origin
+        global_prompts = self.accelerator.num_processes * self.config.rollout.prompts_per_step
+        return origin_position + (step - origin_step) * global_prompts
 
     def step(self) -> dict[str, float]:
         """Generate, score, update; returns the step's metrics (averaged over processes) and timings."""
         c = self.config
         started = time.perf_counter()
-        with self.accelerator.autocast():
-            rollout = sample_rollout(
-                self.accelerator.unwrap_model(self.models["actor"]), self.tokenizer,
-                self.prompts_for_step(self.global_step),
-                samples_per_prompt=c.samples_per_prompt, max_length=c.data.max_length,
-                max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
-                top_k=c.rollout.top_k, repetition_penalty=c.rollout.repetition_penalty)
+        prompts = self.prompts_for_step(self.global_step)
+        if self.vllm is not None:  # weights are copied into the engine when they changed (after each update)
+            rollout = self.vllm.generate(self.models["actor"], prompts, weights_version=self.global_step)
+        else:
+            with full_parameters(self.accelerator, self.models["actor"]) as actor, self.accelerator.autocast():
+                rollout = sample_rollout(
+                    actor, self.tokenizer, prompts, samples_per_prompt=c.samples_per_prompt,
+                    max_length=c.data.max_length, max_new_tokens=c.rollout.max_new_tokens,
+                    temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
+                    repetition_penalty=c.rollout.repetition_penalty)
         generated = time.perf_counter()
         experience = self.make_experience(rollout)
         scored = time.perf_counter()
         episode_cost = math.nan
         if experience.cost is not None:
             episode_cost = self.multiplier.update(experience.cost.tolist())
+            self.synchronize_multiplier()
         lagrange_multiplier = self.multiplier.value
-        experience.advantages, experience.returns = compute_advantages(
-            c, experience.reward, experience.cost, experience.old_log_probs, experience.ref_log_probs,
-            rollout.response_mask, experience.old_values, lagrange_multiplier)
-        update_metrics = self.update(experience)
+        update_metrics = self.update(experience, lagrange_multiplier)
         updated = time.perf_counter()
         self.global_step += 1
 
@@ -203,6 +259,10 @@ class PolicyTrainer:
                  "response_length": mask.float().sum(-1).mean(), **update_metrics}
         if experience.cost is not None:
             local.update(cost=experience.cost.mean(), unsafe_share=(experience.cost > 0).float().mean())
+        window = self.multiplier.window.costs  # this process's own numbers, for tracking.per_process_log
+        self.process_record.update({"lambda": lagrange_multiplier, "episode_cost": episode_cost,
+                                    "window_mean_local": sum(window) / len(window) if window else math.nan,
+                                    **{f"{k}_local": float(local[k]) for k in ("reward", "cost") if k in local}})
         metrics = self.mean_over_processes(local)
         metrics.update({"lambda": lagrange_multiplier, "episode_cost": episode_cost,
                         "cost_threshold": c.lagrange.cost_threshold,
@@ -217,21 +277,24 @@ class PolicyTrainer:
         with self.accelerator.autocast():
             reward = self.reward_scorer(rollout)
             cost = self.cost_scorer(rollout) if self.cost_scorer is not None else None
-        actor = self.accelerator.unwrap_model(self.models["actor"])
-        critics = {name: self.accelerator.unwrap_model(self.models[f"{name}_critic"]) for name in self.spec.critics}
-        for model in (actor, *critics.values()):
-            model.eval()
-        old, ref, values = [], [], {name: [] for name in critics}
-        for start in range(0, len(rollout), self.config.train.batch_size):
-            part = rollout.select(range(start, min(start + self.config.train.batch_size, len(rollout))))
-            with self.accelerator.autocast():
-                old.append(gather_log_probs(answer_logits(actor, part), part.response_ids))
-                ref.append(self.reference_log_probs(actor, part))
-                for name, critic in critics.items():
-                    values[name].append(answer_values(critic, part))
-        for model in (actor, *critics.values()):
-            model.train()
-        return Experience(rollout, reward, cost, torch.cat(old), torch.cat(ref),
+        with contextlib.ExitStack() as gathered:  # full weights (ZeRO-3 gathers them) for no-grad forwards
+            actor = gathered.enter_context(full_parameters(self.accelerator, self.models["actor"]))
+            critics = {name: gathered.enter_context(full_parameters(self.accelerator, self.models[f"{name}_critic"]))
+                       for name in self.spec.critics}
+            for model in (actor, *critics.values()):
+                model.eval()
+            old, ref, values = [], [], {name: [] for name in critics}
+            for start in range(0, len(rollout), self.config.train.batch_size):
+                part = rollout.select(range(start, min(start + self.config.train.batch_size, len(rollout))))
+                with self.accelerator.autocast():
+                    if not self.reuse_update_forward:
+                        old.append(gather_log_probs(answer_logits(actor, part), part.response_ids))
+                    ref.append(self.reference_log_probs(actor, part))
+                    for name, critic in critics.items():
+                        values[name].append(answer_values(critic, part))
+            for model in (actor, *critics.values()):
+                model.train()
+        return Experience(rollout, reward, cost, torch.cat(old) if old else None, torch.cat(ref),
                           {name: torch.cat(v).float() for name, v in values.items()})
 
     def reference_log_probs(self, actor, part: Rollout) -> torch.Tensor:  # (B, T)
@@ -240,9 +303,12 @@ class PolicyTrainer:
         with actor.disable_adapter():  # LoRA: the base model is the reference policy
             return gather_log_probs(answer_logits(actor, part), part.response_ids)
 
-    def update(self, experience: Experience) -> dict[str, torch.Tensor]:
-        """PPO micro-batches over the rollout, ``ppo.update_iterations`` times; returns mean losses."""
+    def update(self, experience: Experience, lagrange_multiplier: float) -> dict[str, torch.Tensor]:
+        """Advantages, then PPO micro-batches over the rollout, ``ppo.update_iterations`` times; returns
+        mean losses. With ``reuse_update_forward`` the first forward supplies the old log-probabilities."""
         c, rollout = self.config, experience.rollout
+        if experience.old_log_probs is not None:
+            self.estimate_advantages(experience, lagrange_multiplier)
         totals: dict[str, torch.Tensor] = {}
         count = 0
         models = list(self.models.values())
@@ -255,6 +321,9 @@ class PolicyTrainer:
                     with self.accelerator.autocast():
                         logits = answer_logits(self.models["actor"], part)
                     log_probs = gather_log_probs(logits, part.response_ids)
+                    if experience.old_log_probs is None:  # the one micro-batch, before any optimiser step: π_old
+                        experience.old_log_probs = log_probs.detach()
+                        self.estimate_advantages(experience, lagrange_multiplier)
                     actor_loss, clip_fraction = clipped_surrogate_loss(
                         log_probs, experience.old_log_probs[rows], experience.advantages[rows], mask,
                         c.ppo.clip_range_ratio)
@@ -283,6 +352,11 @@ class PolicyTrainer:
                 count += 1
         return {key: value / count for key, value in totals.items()}
 
+    def estimate_advantages(self, experience: Experience, lagrange_multiplier: float) -> None:
+        experience.advantages, experience.returns = compute_advantages(
+            self.config, experience.reward, experience.cost, experience.old_log_probs, experience.ref_log_probs,
+            experience.rollout.response_mask, experience.old_values, lagrange_multiplier)
+
     def optimizer_step(self, name: str) -> None:
         """Clip, step and schedule ``name`` when gradients are synchronised (end of accumulation)."""
         optimizer = self.optimizers[name]
@@ -295,6 +369,18 @@ class PolicyTrainer:
 
     # ------------------------------------------------------------------------------------------
     # Cross-process helpers and safety checks
+
+    def synchronize_multiplier(self) -> None:
+        """Belt and braces: every process adopts rank 0's λ state (it computed the same from the
+        all-reduced Ĵ_c); a process whose own λ differed says so. Its own cost window is kept."""
+        own = self.multiplier.value
+        self.process_record["lambda_local"] = own
+        if self.accelerator.num_processes == 1:
+            return
+        adopt_shared_state(self.multiplier, broadcast_from_main(self.accelerator, shared_state(self.multiplier)))
+        if self.multiplier.value != own:
+            warnings.warn(f"process {self.accelerator.process_index}: λ = {own!r} differed from rank 0's "
+                          f"{self.multiplier.value!r} at policy step {self.global_step + 1}; using rank 0's")
 
     def mean_over_processes(self, values: dict[str, torch.Tensor | float]) -> dict[str, float]:
         names = sorted(values)

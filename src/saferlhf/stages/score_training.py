@@ -110,9 +110,14 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     scheduler = make_scheduler(optimizer, config.train, num_steps)
     accelerator.register_for_checkpointing(scheduler)
     checkpoint_dir = output_dir / "checkpoint"
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "pairs_seen": 0, "train_seconds": 0.0}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "pairs_seen": 0, "train_seconds": 0.0,
+             "num_processes": accelerator.num_processes}
     if config.resume and find_checkpoint(checkpoint_dir):
         state = load_checkpoint(accelerator, checkpoint_dir)
+        saved_processes = state.get("num_processes", 1)
+        if saved_processes != accelerator.num_processes:  # batches are dealt round-robin: re-count this process's
+            state["batch_in_epoch"] = math.ceil(state["batch_in_epoch"] * saved_processes / accelerator.num_processes)
+            state["num_processes"] = accelerator.num_processes
         writer.truncate_log(state["step"])
         accelerator.print(f"[saferlhf] resumed from {checkpoint_dir} at step {state['step']}")
 
@@ -129,9 +134,9 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                 scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"],
                                                    config.forward_bucket_size)  # (2B,)
                 loss = _loss(kind, scores, batch, config.regularization)
-                if not torch.isfinite(loss):
+                if _any_process(accelerator, not torch.isfinite(loss)):  # all stop together, none waits in backward
                     raise FloatingPointError(
-                        f"non-finite {kind} loss ({loss.item()}) at step {state['step']}; stopping. "
+                        f"non-finite {kind} loss at step {state['step']} (this process: {loss.item()}); stopping. "
                         f"The last good checkpoint (if any) is kept at {checkpoint_dir}.")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.train.max_grad_norm > 0:
@@ -196,6 +201,12 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     writer.write_metrics(metrics)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    return accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "sum").item() > 0
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, t
 from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
 from saferlhf.runio import RunWriter
+from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 from saferlhf.training.setup import mixed_precision
 
 
@@ -69,7 +70,8 @@ def run(config: SFTStageConfig) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     output_dir = Path(config.output_dir)
-    writer = RunWriter(output_dir, resume=config.resume)
+    use_cpu_process_group_if_no_gpu()  # under accelerate launch without GPUs: one gloo group, not N lone runs
+    writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume)
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
@@ -119,9 +121,12 @@ def run(config: SFTStageConfig) -> dict:
                "num_train_examples": len(train_dataset), **result.metrics}
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    final = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
-    final.save_pretrained(output_dir, safe_serialization=True)
-    tokenizer.save_pretrained(output_dir)
+    if peft_config is None:
+        trainer.save_model(str(output_dir))  # every process (ZeRO-3 / FSDP gather); the main process writes
+    elif trainer.is_world_process_zero():
+        trainer.model.merge_and_unload().save_pretrained(output_dir, safe_serialization=True)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output_dir)
     writer.write_metrics(metrics)
     return metrics
 

@@ -16,6 +16,7 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from saferlhf.config import TrainConfig
+from saferlhf.training.distributed import check_process_group, use_cpu_process_group_if_no_gpu
 
 
 def mixed_precision(precision: str) -> str:
@@ -26,6 +27,9 @@ def mixed_precision(precision: str) -> str:
 
 
 def make_accelerator(train: TrainConfig, **kwargs) -> Accelerator:
+    """The run's ``Accelerator``: one process, or one of N under ``accelerate launch`` / ``torchrun``
+    (a CPU-only machine gets a gloo group, see :mod:`saferlhf.training.distributed`)."""
+    use_cpu_process_group_if_no_gpu()
     if train.num_threads > 0:
         torch.set_num_threads(train.num_threads)
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -35,7 +39,12 @@ def make_accelerator(train: TrainConfig, **kwargs) -> Accelerator:
         mixed_precision=mixed_precision(train.precision),
         **kwargs,
     )
-    set_seed(train.seed)
+    check_process_group(accelerator)
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.is_auto("train_micro_batch_size_per_gpu"):
+        # our loops prepare models without a DataLoader, from which Accelerate would read this value
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train.batch_size
+    set_seed(train.seed)  # the same on every process: identical initial weights everywhere
     return accelerator
 
 
