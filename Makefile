@@ -32,7 +32,7 @@ test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install
-	$(PY) bench/reward_training.py
+	$(PY) bench/reward_training.py && $(PY) bench/policy_step.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -24,7 +24,8 @@ def test_round_prompts_are_disjoint_and_cover_every_label():
     rows = [{"id": i, "label": "harmful" if i % 3 == 0 else "benign"} for i in range(12)]
     assert [r["id"] for r in round_prompts(rows, 1, 3, 0)] == [0, 3, 6, 9]
     assert [r["id"] for r in round_prompts(rows, 2, 3, 0)] == [1, 4, 7, 10]
-    assert [r["id"] for r in round_prompts(rows, 3, 3, 2)] == [2, 5]
+    assert [r["id"] for r in round_prompts(rows, 3, 3, 2)] == [2, 8]  # evenly spaced, not the first two
+    assert [r["id"] for r in round_prompts(rows, 1, 1, 4)] == [0, 3, 6, 9]
 
 
 def test_preferred_answer_is_the_only_safe_one_else_the_more_helpful():

@@ -39,9 +39,12 @@ BENIGN = "benign"
 
 
 def round_prompts(rows: list[dict], round_index: int, rounds: int, limit: int) -> list[dict]:
-    """Round ``round_index``'s (1-based) training prompts: every ``rounds``-th row, at most ``limit`` (0 = all)."""
+    """Round ``round_index``'s (1-based) training prompts: every ``rounds``-th row, then at most ``limit``
+    of them evenly spaced (0 = all), so that every label and category of the file keeps its share."""
     chosen = rows[round_index - 1::rounds]
-    return chosen[:limit] if limit else chosen
+    if not limit or len(chosen) <= limit:
+        return chosen
+    return [chosen[i * len(chosen) // limit] for i in range(limit)]
 
 
 def run(config: PipelineConfig) -> dict:
