@@ -133,3 +133,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_two_detectors_get_their_own_columns_and_intervals(tmp_path):
+    generations = _generations()[:12]
+    for g in generations:  # a second detector that never sees a refusal
+        g["refusal"]["classifier"] = "compliance"
+    metrics = {"models": {"beaver-v1": {"xstest": summarize(generations, ["rules", "classifier"], "rules")}},
+               "overall": {"beaver-v1": summarize(generations, ["rules", "classifier"], "rules", per_category=False)},
+               "settings": {"detectors": ["rules", "classifier"], "primary_detector": "rules"}}
+    paths = write_report(tmp_path, metrics, generations)
+    markdown = paths["markdown"].read_text()
+    assert "| beaver-v1 / xstest (classifier) | [" in markdown  # intervals per detector
+    assert "beaver-v1: refusal / partial (rules) | beaver-v1: refusal / partial (classifier) |" in markdown
+    type0 = next(line for line in markdown.splitlines() if line.startswith("| type0 |"))
+    assert type0.endswith("| 0.0% / 0.0% |")  # the classifier column: no refusals
+    assert "| beaver-v1 | 100.0% | 0.0% |" in markdown  # rule refusals: all ethical, none technical

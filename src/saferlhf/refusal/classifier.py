@@ -11,9 +11,16 @@ refusal for a technical reason ("I can't browse the internet"), the distinction 
 Arena refusal study (2025); :meth:`predict` folds it into ``full_refusal`` and
 :meth:`predict_with_kind` reports it as kind ``"technical"``.
 
-Truncation is ``longest_first``: tokens are cut from the end of whichever segment is longer, so
-the *start* of the response, where refusals live, is kept, and a long prompt never pushes the
-response out.
+Only the start of the response is read (``response_tokens``; refusals live there); with
+``use_prompt`` off the prompt is not read at all.
+
+**Prior correction** (optional, ``label_priors``): a classifier trained on data with 61%
+compliance carries that prior into its decisions, while the answers it labels can refuse far more
+often (a safety-tuned model on a harm benchmark). With the training frequencies ``π`` of the three labels
+saved, the decision is made under a uniform prior (Saerens et al. 2002, "Adjusting the outputs of
+a classifier to new a priori probabilities"; the logit adjustment of Menon et al. 2021 with τ = 1):
+
+    p̃(c | x) = (p(c | x) / π_c) / Σ_k p(k | x) / π_k,     label = argmax_c p̃(c | x)
 """
 
 from __future__ import annotations
@@ -47,11 +54,19 @@ def fold_probabilities(probs: torch.Tensor, classes: Sequence[str]) -> torch.Ten
     return folded
 
 
+def correct_priors(folded: torch.Tensor, label_priors: Sequence[float] | None) -> torch.Tensor:
+    """``(N, 3)`` probabilities re-weighted to a uniform prior: ``p_c / π_c``, renormalised (``None``: unchanged)."""
+    if label_priors is None:
+        return folded
+    weighted = folded / torch.tensor(label_priors, dtype=folded.dtype)
+    return weighted / weighted.sum(dim=-1, keepdim=True)
+
+
 class RefusalClassifier:
     """A sequence classifier and its tokenizer; predicts a label from :data:`LABELS` per pair."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, max_length: int = 256, prompt_only: bool = False,
-                 response_tokens: int = 0, use_prompt: bool = True):
+                 response_tokens: int = 0, use_prompt: bool = True, label_priors: Sequence[float] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -60,6 +75,11 @@ class RefusalClassifier:
         self.use_prompt = use_prompt  # False: the response alone is read (the prompt is ignored)
         if prompt_only and not use_prompt:
             raise ValueError("a prompt_only classifier must use the prompt")
+        # training frequencies of LABELS; set: decisions under a uniform prior (module docstring)
+        self.label_priors = None if label_priors is None else tuple(float(x) for x in label_priors)
+        if self.label_priors is not None and (len(self.label_priors) != len(LABELS) or min(self.label_priors) <= 0):
+            raise ValueError(f"label_priors must be {len(LABELS)} positive frequencies (one per label in {LABELS}), "
+                             f"got {label_priors}")
         if response_tokens and max_length < response_tokens + 16:
             raise ValueError(f"max_length {max_length} must be >= response_tokens {response_tokens} + 16")
         self.classes = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
@@ -95,7 +115,8 @@ class RefusalClassifier:
         tokenizer = load_tokenizer(str(folder))
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
         classifier = cls(model, tokenizer, int(settings["max_length"]), bool(settings.get("prompt_only", False)),
-                         int(settings.get("response_tokens", 0)), bool(settings.get("use_prompt", True)))
+                         int(settings.get("response_tokens", 0)), bool(settings.get("use_prompt", True)),
+                         settings.get("label_priors"))
         if device is not None:
             classifier.model.to(device)
         return classifier
@@ -110,7 +131,8 @@ class RefusalClassifier:
         model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
         settings = {"max_length": self.max_length, "response_tokens": self.response_tokens,
-                    "use_prompt": self.use_prompt, "prompt_only": self.prompt_only, "classes": list(self.classes), "labels": list(LABELS)}
+                    "use_prompt": self.use_prompt, "prompt_only": self.prompt_only, "classes": list(self.classes),
+                    "labels": list(LABELS), "label_priors": None if self.label_priors is None else list(self.label_priors)}
         (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     # ----------------------------------------------------------------------------------------
@@ -169,8 +191,13 @@ class RefusalClassifier:
 
     def predict_proba(self, prompts: Sequence[str | None] | None, responses: Sequence[str] | None,
                       batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        """``(N, 3)`` probabilities over :data:`LABELS` (technical refusals folded into full refusal)."""
-        return fold_probabilities(self.class_probabilities(prompts, responses, batch_size, progress), self.classes)
+        """``(N, 3)`` probabilities over :data:`LABELS` (technical refusals folded into full refusal),
+        prior-corrected when :attr:`label_priors` is set."""
+        return self.decide(self.class_probabilities(prompts, responses, batch_size, progress))
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` class probabilities -> ``(N, 3)`` over LABELS, folded and prior-corrected."""
+        return correct_priors(fold_probabilities(probs, self.classes), self.label_priors)
 
     def predict_with_kind(self, prompts: Sequence[str | None] | None, responses: Sequence[str] | None,
                           batch_size: int = 32, progress: bool = False) -> list[tuple[str, str | None]]:
@@ -181,7 +208,7 @@ class RefusalClassifier:
         refusal is reported as ``"ethical"``.
         """
         probs = self.class_probabilities(prompts, responses, batch_size, progress)
-        folded = fold_probabilities(probs, self.classes)
+        folded = self.decide(probs)
         technical = self.classes.index(TECHNICAL_REFUSAL) if TECHNICAL_REFUSAL in self.classes else None
         full = LABELS.index(FULL_REFUSAL)
         out = []

@@ -33,11 +33,13 @@ from saferlhf.config import ModelConfig, TrainConfig, _check, doc, to_dict, vali
 from saferlhf.data.split import split_records
 from saferlhf.models.loading import apply_lora
 from saferlhf.refusal.agreement import agreement_metrics, confusion
-from saferlhf.refusal.classifier import TECHNICAL_REFUSAL, RefusalClassifier, class_names, fold_probabilities
+from saferlhf.refusal.classifier import (TECHNICAL_REFUSAL, RefusalClassifier, class_names, correct_priors,
+                                         fold_probabilities)
 from saferlhf.refusal.data import DEFAULT_TONE_MAP, RefusalExample, load_chatgpt_refusals
 from saferlhf.refusal.patterns import FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, detect_refusal
 from saferlhf.refusal.xstest_agreement import xstest_agreement
 from saferlhf.runio import RunWriter, atomic_write_json, atomic_write_text
+from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 
 
 @dataclass
@@ -60,6 +62,8 @@ class RefusalClassifierConfig:
         "binary_agreement", "Validation metric that picks the checkpoint kept at the end.")
     use_prompt: bool = doc(False, "Read the prompt with the response (text pair); off: response only, because in "
                                   "chatgpt-refusals the prompt's topic predicts the label and misleads on other data.")
+    prior_correction: bool = doc(True, "Decide under a uniform label prior: divide the probabilities by the training "
+                                       "label frequencies (saved with the model; docs/refusal.md).")
     prompt_only: bool = doc(False, "Train the prompt-only predictor of whether the model will refuse (response unseen).")
     max_length: int = doc(96, "Tokens of prompt + response (the prompt is cut to fit).")
     response_tokens: int = doc(64, "Read only the first N response tokens (0 = as many as fit, longest-first).")
@@ -150,10 +154,18 @@ class _LogToRunWriter(TrainerCallback):
             self.writer.log(state.global_step, **{"epoch": state.epoch, **logs})
 
 
-def _validation_metrics(classes: tuple[str, ...]):
+def label_frequencies(examples: list[RefusalExample]) -> tuple[float, ...]:
+    """Share of each label of :data:`LABELS` among ``examples`` (the prior the classifier learns),
+    add-one smoothed, ``(n_c + 1) / (n + 3)``, so that a label absent from a small set stays usable."""
+    labels = [e.label for e in examples]
+    return tuple((labels.count(label) + 1) / (len(labels) + len(LABELS)) for label in LABELS)
+
+
+def _validation_metrics(classes: tuple[str, ...], label_priors: tuple[float, ...] | None):
     def compute(eval_prediction) -> dict[str, float]:
         probs = torch.softmax(torch.as_tensor(eval_prediction.predictions).float(), dim=-1)  # size = (N, C)
-        predicted = [LABELS[i] for i in fold_probabilities(probs, classes).argmax(-1).tolist()]
+        decided = correct_priors(fold_probabilities(probs, classes), label_priors)  # the rule predict() uses
+        predicted = [LABELS[i] for i in decided.argmax(-1).tolist()]
         human = [FULL_REFUSAL if classes[i] == TECHNICAL_REFUSAL else classes[i] for i in eval_prediction.label_ids]
         return {k: v for k, v in agreement_metrics(human, predicted).items() if k != "invalid"}
     return compute
@@ -195,7 +207,8 @@ def run(config: RefusalClassifierConfig) -> dict:
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
     output_dir = Path(config.output_dir)
-    writer = RunWriter(output_dir)
+    use_cpu_process_group_if_no_gpu()  # under accelerate launch without GPUs: one gloo group, not N lone runs
+    writer = RunWriter(output_dir, enabled=is_main_process())
     writer.write_config(to_dict(config))
 
     examples, dropped = [], {}
@@ -213,6 +226,7 @@ def run(config: RefusalClassifierConfig) -> dict:
     classifier = RefusalClassifier.from_backbone(config.model.name_or_path, config.technical_class, config.max_length,
                                                  config.model.trust_remote_code, config.prompt_only,
                                                  config.response_tokens, config.use_prompt or config.prompt_only)
+    label_priors = label_frequencies(train_examples) if config.prior_correction else None
     train_examples = drop_persona(train_examples, config.persona_dropout, config.train.seed)
     train_examples = cut_lengths(train_examples, config.length_augmentation, config.train.seed)
     classifier.model = apply_lora(classifier.model, config.model.lora, task_type="SEQ_CLS")
@@ -226,17 +240,22 @@ def run(config: RefusalClassifierConfig) -> dict:
     trainer = Trainer(
         model=classifier.model, args=_training_args(config, checkpoints, bool(validation_examples)),
         train_dataset=dataset(train_examples), eval_dataset=dataset(validation_examples) or None,
-        data_collator=DataCollatorWithPadding(classifier.tokenizer), compute_metrics=_validation_metrics(classes),
+        data_collator=DataCollatorWithPadding(classifier.tokenizer),
+        compute_metrics=_validation_metrics(classes, label_priors),
         callbacks=[_LogToRunWriter(writer)],
     )
     train_output = trainer.train()
     classifier.model = trainer.model
+    classifier.label_priors = label_priors
     train_seconds = time.time() - started
+    if not trainer.is_world_process_zero():  # the Trainer kept the best model on every process; one measures
+        return {}
     classifier.save_pretrained(output_dir)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the selected model is saved in output_dir itself
 
     metrics: dict = {"train_examples": len(train_examples), "validation_examples": len(validation_examples),
                      "dropped_by_tone_map": dropped, "train_steps": train_output.global_step,
+                     "label_priors": dict(zip(LABELS, label_priors)) if label_priors else None,
                      "train_seconds": round(train_seconds, 1)}
     confusions: dict = {}
     batch = config.train.eval_batch_size

@@ -55,7 +55,8 @@ def tradeoff_figure(overall: dict, detectors: list[str], rounds: list[str] | Non
                       fmt=MARKERS[j % len(MARKERS)], color=_color(i), capsize=3, markersize=8,
                       mfc=_color(i) if j == 0 else "white",
                       label=f"{model} ({detector})" if len(detectors) > 1 else model)
-        axis.annotate(model, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        if j == 0:  # one name per model; the legend tells the detectors apart
+            axis.annotate(model, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     if rounds:
         for detector_index in range(len(detectors)):
             path = {p[2]: (p[4], p[5]) for p in points if p[1] == detector_index}

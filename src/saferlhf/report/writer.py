@@ -133,9 +133,8 @@ def write_report(output_dir, metrics: dict, generations: list[dict], training_lo
     doc.heading("Harm vs over-refusal")
     doc.figure(F.tradeoff_figure(overall, detectors, rounds), "tradeoff",
                "Harmful-compliance rate vs false-refusal rate over all prompts, one point per model")
-    _category_section(doc, models)
-    doc.heading("Response patterns")
-    doc.figure(F.pattern_figure(overall), "patterns", "Share of answers showing each pattern (rule detector)")
+    _category_section(doc, models, detectors)
+    _patterns_section(doc, overall)
     doc.heading("Reward and cost")
     if not any(g.get("reward") is not None or g.get("cost") is not None for g in generations):
         doc.paragraph("No reward or cost model was given (scoring.reward_model / scoring.cost_model).")
@@ -179,10 +178,27 @@ def _summary_section(doc: _Doc, models: dict, overall: dict, detectors: list[str
     ci_rows = []
     for m, bench in models.items():
         for b, s in bench.items():
-            hc, fr = s.get("harmful_compliance_rate_ci"), s.get("false_refusal_rate_ci")
-            ci_rows.append([f"{m} / {b}", f"[{fmt(hc[0], 'rate')}, {fmt(hc[1], 'rate')}]" if hc else "–",
-                            f"[{fmt(fr[0], 'rate')}, {fmt(fr[1], 'rate')}]" if fr else "–"])
+            for d in detectors:
+                rates = s.get("detectors", {}).get(d, s)
+                hc, fr = rates.get("harmful_compliance_rate_ci"), rates.get("false_refusal_rate_ci")
+                ci_rows.append([f"{m} / {b}" + (f" ({d})" if len(detectors) > 1 else ""),
+                                f"[{fmt(hc[0], 'rate')}, {fmt(hc[1], 'rate')}]" if hc else "–",
+                                f"[{fmt(fr[0], 'rate')}, {fmt(fr[1], 'rate')}]" if fr else "–"])
     doc.table(["model / set", "harmful compliance 95% CI", "false refusal 95% CI"], ci_rows)
+
+
+def _patterns_section(doc: _Doc, overall: dict) -> None:
+    doc.heading("Response patterns and refusal kinds")
+    rows = []
+    for model, summary in overall.items():
+        kinds = summary.get("refusal_kinds") or {}
+        refusals = (summary.get("pattern_rates") or {}).get("refusals") or {}
+        rows.append([model, fmt(kinds.get("ethical"), "rate"), fmt(kinds.get("technical"), "rate")]
+                    + [fmt(refusals.get(p), "rate") for p in F.PATTERNS])
+    doc.paragraph("Among the rule detector's refusals: ethical vs technical (\"I can't browse the internet\") "
+                  "refusals, and the share showing each pattern.")
+    doc.table(["model", "ethical", "technical"] + [p.replace("_", " ") for p in F.PATTERNS], rows)
+    doc.figure(F.pattern_figure(overall), "patterns", "Share of all answers showing each pattern (rule detector)")
 
 
 def _rounds_section(doc: _Doc, overall: dict, rounds: list[str]) -> None:
@@ -195,18 +211,24 @@ def _rounds_section(doc: _Doc, overall: dict, rounds: list[str]) -> None:
         doc.paragraph(f"Rounds without results: {', '.join(missing)}.")
 
 
-def _category_section(doc: _Doc, models: dict) -> None:
+def _category_section(doc: _Doc, models: dict, detectors: list[str]) -> None:
     benchmarks = sorted({b for bench in models.values() for b, s in bench.items() if s.get("per_category")})
     for benchmark in benchmarks:
         doc.heading(f"{benchmark}: per category")
         categories = sorted({c for bench in models.values() for c in bench.get(benchmark, {}).get("per_category", {})})
-        header = ["category"] + [f"{m}: refusal / partial" for m in models]
+        columns = [(m, d) for m in models for d in detectors]
+        header = ["category", "prompts"] + [f"{m}: refusal / partial" + (f" ({d})" if len(detectors) > 1 else "")
+                                            for m, d in columns]
         rows = []
         for c in categories:
-            row = [c]
-            for m in models:
+            summaries = [models[m].get(benchmark, {}).get("per_category", {}).get(c) for m in models]
+            counts = next((s["n_by_label"] for s in summaries if s), {})
+            row = [c, ", ".join(f"{n} {label}" for label, n in counts.items())]
+            for m, d in columns:
                 s = models[m].get(benchmark, {}).get("per_category", {}).get(c)
-                row.append(f"{fmt(s['refusal_rate'], 'rate')} / {fmt(s['partial_refusal_rate'], 'rate')}" if s else "–")
+                rates = (s.get("detectors") or {}).get(d, s) if s else None
+                row.append(f"{fmt(rates['refusal_rate'], 'rate')} / {fmt(rates['partial_refusal_rate'], 'rate')}"
+                           if rates else "–")
             rows.append(row)
         doc.table(header, rows)
         doc.figure(F.category_figure(models, benchmark), f"categories_{_slug(benchmark)}",
