@@ -183,7 +183,10 @@ def test_annotate_config_checks_the_host():
 
 def test_annotate_command_prints_the_url_and_stops_on_ctrl_c(pairs_path):
     command = [sys.executable, "-m", "saferlhf.cli", "annotate", f"pairs={pairs_path}", "port=0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A job started in the background inherits an ignored SIGINT, and Python then installs no Ctrl-C handler:
+    # give the child the default disposition, as a terminal would.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = [process.stdout.readline(), process.stdout.readline()]
         url = re.search(r"open (http://127\.0\.0\.1:\d+/)", lines[1])
