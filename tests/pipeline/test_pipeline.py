@@ -117,3 +117,16 @@ def test_human_annotation_waits_for_labels_then_continues(tmp_path, monkeypatch)
     assert {r["extra"]["annotator"] for r in records} == {"human"}
     preferred = [json.loads(line)["response"] for line in (out / "round-1" / "preferred.jsonl").read_text().splitlines()]
     assert preferred == [r["response_1"] for r in records]  # the only answer labelled safe
+
+
+def test_compared_runs_are_named_by_algorithm_and_use_their_last_round(tmp_path):
+    from saferlhf.pipeline.run import _final_policy, _run_name
+
+    run_dir = tmp_path / "demo-ppo"
+    for index in (1, 2, 10):
+        (run_dir / f"round-{index}" / "policy-run" / "policy").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("policy:\n  algorithm: ppo\n")
+    assert _final_policy(str(run_dir)).endswith("round-10/policy-run/policy")  # numeric, not text, order
+    assert _run_name(str(run_dir)) == "ppo (demo-ppo)"
+    with pytest.raises(ValueError, match="evaluation.compare_runs"):
+        _final_policy(str(tmp_path / "empty"))
