@@ -124,8 +124,15 @@ def test_label_pairs_in_the_page(served, browser):
     assert browser.evaluate(f"document.querySelector('{_button('better_response_id', '0')}').classList"
                             ".contains('selected')")
 
-    # (The page's "NOT saved" message after a failed save is not checked here: stopping the server mid-test
-    # proved timing-dependent when the whole suite runs; the store's failed-save path has its own tests.)
+    # a save that fails (a full disk, say) is reported on the page, and the file keeps every earlier answer
+    before = labels.read_text()
+
+    def full_disk(data):
+        raise OSError("No space left on device")
+
+    server.store.update = full_disk
+    assert _click_and_wait_for_save(browser, _button("safer_response_id", "1")).startswith("NOT saved")
+    assert labels.read_text() == before
 
     records = import_labels(pairs, require_complete=False)
     assert [r.extra["id"] for r in records] == ["p0", "p1"]
