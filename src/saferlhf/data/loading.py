@@ -151,3 +151,22 @@ def _check_format(source: DataSource, allow_prompts: bool) -> None:
         hint = "" if allow_prompts or source.format != PROMPT_FORMAT else " ('prompts' is for prompt sources)"
         raise DataFormatError(f"{source.path}: unknown data format '{source.format}'{hint}; "
                               f"valid: {', '.join(valid)}")
+
+
+BUILTIN = "builtin"
+
+
+def load_prompt_source(source: DataSource) -> list:
+    """Prompts of a source: ``builtin[:SPLIT[:LABEL]]`` names the package's built-in prompt set
+    (:mod:`saferlhf.data.builtin`, e.g. ``builtin:heldout:harmful``); anything else goes to
+    :func:`saferlhf.data.loading.load_prompts`."""
+    if source.path != BUILTIN and not source.path.startswith(BUILTIN + ":"):
+        return load_prompts(source)
+    from saferlhf.data.builtin import builtin_prompts
+
+    parts = source.path.split(":")[1:] + ["", ""]
+    try:
+        rows = builtin_prompts(split=parts[0] or None, label=parts[1] or None)
+    except ValueError as error:
+        raise ValueError(f"prompt source {source.path!r} (builtin:SPLIT:LABEL): {error}") from None
+    return [row["prompt"] for row in rows][: source.limit or None]

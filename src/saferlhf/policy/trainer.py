@@ -37,8 +37,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType, set_seed
 
-from saferlhf.config import DataSource
-from saferlhf.data.loading import load_prompts
+from saferlhf.data.loading import BUILTIN, load_prompt_source
 from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages, make_multiplier
@@ -52,25 +51,6 @@ from saferlhf.policy.rollout import Rollout, answer_logits, answer_values, sampl
 from saferlhf.policy.scorers import ScoreModelScorer, make_scorer, same_tokenizer
 from saferlhf.training.distributed import broadcast_from_main, full_parameters
 from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler
-
-
-BUILTIN = "builtin"
-
-
-def load_prompt_source(source: DataSource) -> list:
-    """Prompts of a source: ``builtin[:SPLIT[:LABEL]]`` names the package's built-in prompt set
-    (:mod:`saferlhf.data.builtin`, e.g. ``builtin:heldout:harmful``); anything else goes to
-    :func:`saferlhf.data.loading.load_prompts`."""
-    if source.path != BUILTIN and not source.path.startswith(BUILTIN + ":"):
-        return load_prompts(source)
-    from saferlhf.data.builtin import builtin_prompts
-
-    parts = source.path.split(":")[1:] + ["", ""]
-    try:
-        rows = builtin_prompts(split=parts[0] or None, label=parts[1] or None)
-    except ValueError as error:
-        raise ValueError(f"prompt source {source.path!r} (builtin:SPLIT:LABEL): {error}") from None
-    return [row["prompt"] for row in rows][: source.limit or None]
 
 
 def has_active_dropout(model: torch.nn.Module) -> bool:
