@@ -1,11 +1,13 @@
-"""The policy-step benchmark (bench/policy_step.py) on tiny models, so that the script cannot rot."""
+"""The policy-step benchmark (bench/policy_step.py, bench/policy_step_sides.py) on tiny models, so that the script cannot rot."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,16 +17,19 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "policy_step.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPT.parent))  # spawned worker processes import the script as ``policy_step``
+    """``policy_step`` with its sides module's names (as spawned workers, they import from bench/)."""
+    sys.path.insert(0, str(SCRIPT.parent))
     try:
         spec = importlib.util.spec_from_file_location("policy_step", SCRIPT)
         module = importlib.util.module_from_spec(spec)
         sys.modules["policy_step"] = module
         spec.loader.exec_module(module)
-        yield module
+        sides = importlib.import_module("policy_step_sides")
+        yield SimpleNamespace(**{**vars(sides), **vars(module)})
     finally:
         sys.path.remove(str(SCRIPT.parent))
         sys.modules.pop("policy_step", None)
+        sys.modules.pop("policy_step_sides", None)
 
 
 @pytest.fixture(scope="module")
