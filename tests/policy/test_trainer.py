@@ -121,3 +121,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(toy_model, toy
     assert [line["step"] for line in read_log(tmp_path / "log.jsonl")] == [1, 2, 3]
     stopped = json.loads((tmp_path / "metrics.json").read_text())
     assert stopped["status"] == "stopped" and stopped["last_checkpoint"].endswith("step-000003")
+
+
+def test_ptx_batch_size_defaults_to_the_update_batch_and_can_be_set(toy_model, toy_prompts, tmp_path):
+    ptx = tmp_path / "sft.jsonl"
+    ptx.write_text("".join(json.dumps({"prompt": "q", "response": "g " * (i + 1)}) + "\n" for i in range(7)))
+    sizes = {}
+    for setting in ("0", "5"):
+        config = make_config(toy_model, toy_prompts, tmp_path / setting, "ppo-lag", 1, f"ptx.data=[{ptx}]",
+                             f"ptx.batch_size={setting}")
+        input_ids, attention_mask, labels = PolicyTrainer(config).ptx.next_batch(torch.device("cpu"))
+        sizes[setting] = input_ids.shape[0]
+        assert attention_mask.shape == labels.shape == input_ids.shape
+    assert sizes == {"0": config.train.batch_size, "5": 5}

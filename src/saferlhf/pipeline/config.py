@@ -84,6 +84,7 @@ class PipelinePolicyConfig:
                 "pair, else the more helpful one), i.e. 'be as harmless as the labels prefer'; fixed: "
                 "lagrange.cost_threshold.")
     ptx_coeff: float = doc(1.0, "Weight of the PTX term on the round's preferred answers (0 = off); see docs/pipeline.md.")
+    ptx_batch_size: int = doc(0, "Preferred answers per PTX micro-batch (0 = train.batch_size).")
     train: PolicyTrainConfig = doc(
         PolicyTrainConfig(max_steps=12, learning_rate=2e-4, batch_size=8, save_steps=4),
         "Actor optimisation per round (max_steps = policy steps per round).")
@@ -91,6 +92,7 @@ class PipelinePolicyConfig:
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
         _check(self.ptx_coeff >= 0, prefix + "ptx_coeff", "must be >= 0")
+        _check(self.ptx_batch_size >= 0, prefix + "ptx_batch_size", "must be >= 0")
         _check(self.train.max_steps > 0, prefix + "train.max_steps", "must be > 0 (policy steps per round)")
 
 

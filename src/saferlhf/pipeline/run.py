@@ -142,7 +142,8 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
                  "max_length": config.score_models.max_length},
         "rollout": to_dict(p.rollout), "ppo": to_dict(p.ppo), "critic_free": to_dict(p.critic_free),
         "lagrange": lagrange, "train": train,
-        "ptx": {"data": [{"path": str(folder / "preferred.jsonl")}] if p.ptx_coeff > 0 else [], "coeff": p.ptx_coeff},
+        "ptx": {"data": [{"path": str(folder / "preferred.jsonl")}] if p.ptx_coeff > 0 else [], "coeff": p.ptx_coeff,
+                "batch_size": p.ptx_batch_size},
         "output_dir": str(run_dir), "resume": True,
     })
     return str(run_dir / "policy"), _policy_summary(stage.run(policy_config))

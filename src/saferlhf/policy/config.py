@@ -145,9 +145,11 @@ class PTXConfig:
     data: list[DataSource] = doc([], "Supervised rows (prompt + response, or messages), as for saferlhf sft; "
                                      "empty = no PTX term.")
     coeff: float = doc(16.0, "Weight of the PTX loss (reference ptx_coeff).")
+    batch_size: int = doc(0, "Supervised rows per update micro-batch (0 = train.batch_size, as the reference).")
 
     def validate(self, prefix: str) -> None:
         _check(self.coeff >= 0, prefix + "coeff", "must be >= 0")
+        _check(self.batch_size >= 0, prefix + "batch_size", "must be >= 0")
         for i, source in enumerate(self.data):
             source.validate(f"{prefix}data[{i}].")
 

@@ -106,7 +106,8 @@ class PolicyTrainer:
         self.eval_sets = self._load_eval_sets()
         self.ptx = None
         if c.ptx.data and c.ptx.coeff > 0:
-            self.ptx = PTXBatches(load_ptx_examples(c.ptx.data, self.tokenizer, c.data.max_length), c.train.batch_size,
+            self.ptx = PTXBatches(load_ptx_examples(c.ptx.data, self.tokenizer, c.data.max_length),
+                                  c.ptx.batch_size or c.train.batch_size,
                                   self.tokenizer.pad_token_id, c.train.seed, self.accelerator.process_index,
                                   self.accelerator.num_processes)
 
