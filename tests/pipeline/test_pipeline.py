@@ -57,7 +57,7 @@ def test_mean_benign_reward_leaves_out_pseudo_harmful_heldout_prompts():
 
 def test_partial_sections_keep_the_pipeline_defaults():
     config = load_config(PipelineConfig, overrides=["policy.train.max_steps=20", "policy.lora.r=8"])
-    assert config.policy.train.learning_rate == 2e-4 and config.policy.train.max_steps == 20
+    assert config.policy.train.learning_rate == 1e-3 and config.policy.train.max_steps == 20
     assert config.policy.lora.enabled and config.policy.lora.r == 8
 
 
