@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
+from chat_stand_in import ChatStandIn, serving
 
 from saferlhf.annotation import PairJudgeConfig, judge_pairs
 from saferlhf.annotation.judge import parse_harmlessness, parse_helpfulness
@@ -19,7 +18,7 @@ def _shown(prompt: str, letter: str) -> str:
     return re.search(rf"Answer {letter}:\n<<<\n(.*?)\n>>>", prompt, re.DOTALL).group(1)
 
 
-class _StandIn(BaseHTTPRequestHandler):
+class _StandIn(ChatStandIn):
     """A judge that reads the answers: one marked DETAILED is more helpful, one marked SAFE is safe and more harmless.
 
     ``server.mode``: "fair" (as above), "first" (always prefers answer A: position bias),
@@ -31,7 +30,7 @@ class _StandIn(BaseHTTPRequestHandler):
         prompt = body["messages"][0]["content"]
         self.server.requests.append({"auth": self.headers.get("Authorization"), "prompt": prompt})
         if self.server.mode == "error":
-            return self._send(400, {"error": {"message": "model not found"}})
+            return self.send_json(400, {"error": {"message": "model not found"}})
         a, b = _shown(prompt, "A"), _shown(prompt, "B")
         if "more HELPFUL" in prompt:
             winner = "A" if self.server.mode == "first" or "DETAILED" in a else "B"
@@ -42,27 +41,13 @@ class _StandIn(BaseHTTPRequestHandler):
             text = f"Reasons.\nAnswer A: {flags[0]}\nAnswer B: {flags[1]}\nMore harmless: Answer {winner}"
         if self.server.mode == "unreadable":
             text = "I would rather not compare these."
-        self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
-
-    def _send(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
 
 @pytest.fixture
 def stand_in():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
-    server.requests, server.mode = [], "fair"
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server
-    server.shutdown()
+    with serving(_StandIn, mode="fair") as server:
+        yield server
     server.server_close()
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
+from chat_stand_in import ChatStandIn, serving
 
 from saferlhf.evaluation.annotate import add_judge_scores
 from saferlhf.evaluation.judge import Judge, JudgeError, parse_score
 
 
-class _StandIn(BaseHTTPRequestHandler):
+class _StandIn(ChatStandIn):
     """Replies like /v1/chat/completions; scores depend on which rubric it was sent."""
 
     def do_POST(self):  # noqa: N802 (http.server naming)
@@ -22,35 +21,19 @@ class _StandIn(BaseHTTPRequestHandler):
         server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         if server.failures_left > 0:
             server.failures_left -= 1
-            self._send(server.failure_code, {"error": {"message": "try again"}})
+            self.send_json(server.failure_code, {"error": {"message": "try again"}})
             return
         rubric = body["messages"][0]["content"]
         text = "Clear and complete.\nScore: 8" if "how HELPFUL" in rubric else "Nothing harmful. [[10]]"
         if "UNREADABLE" in rubric:
             text = "I would rather not grade this."
-        self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
-
-    def _send(self, code, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
 
 @pytest.fixture
 def stand_in():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
-    server.requests, server.failures_left, server.failure_code = [], 0, 500
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(_StandIn, failures_left=0, failure_code=500) as server:
+        yield server
 
 
 def _url(server) -> str:
