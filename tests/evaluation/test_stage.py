@@ -107,6 +107,11 @@ def test_run_end_to_end_and_reuse(tmp_path, tiny_assets, shared_data, monkeypatc
     run(config)
     again = json.loads((out / "metrics.json").read_text())
     assert again["models"]["tiny-b"]["mine"]["detectors"] == metrics["models"]["tiny-b"]["mine"]["detectors"]
+    renamed = _config(tmp_path, tiny_assets, shared_data, output_dir=str(tmp_path / "elsewhere"),
+                      reuse_from=[str(out / "generations.jsonl")], rounds=[],
+                      models=[{"name_or_path": str(tiny_assets / "tiny-b"), "name": "same weights, new name"}])
+    moved = run(renamed)  # answers are keyed by the model's path, not its display name
+    assert moved["same weights, new name/mine/harmful_compliance_rate"] == returned["tiny-b/mine/harmful_compliance_rate"]
     changed = _config(tmp_path, tiny_assets, shared_data, generation={"max_new_tokens": 5, "batch_size": 4})
     with pytest.raises(AssertionError, match="reused"):
         run(changed)  # other settings: the cached answers do not apply

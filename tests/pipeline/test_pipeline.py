@@ -90,8 +90,11 @@ def test_two_rounds_on_tiny_models_then_every_stage_is_reused(tmp_path, monkeypa
     monkeypatch.setattr("saferlhf.stages.score_training.train_score_model", never)
     monkeypatch.setattr("saferlhf.policy.stage.run", never)
     monkeypatch.setattr("saferlhf.evaluation.generation.generate_responses", never)
-    again = run(load_config(PipelineConfig, overrides=[*TINY, "rounds=2", f"output_dir={out}"]))
-    assert again["models"]["round-2"]["heldout"] == metrics["models"]["round-2"]["heldout"]
+    again = run(load_config(PipelineConfig, overrides=[*TINY, "rounds=2", f"output_dir={out}",
+                                                       f"evaluation.compare_runs=[{out}]"]))
+    assert again["models"]["round-2"]["heldout"] == pytest.approx(metrics["models"]["round-2"]["heldout"])
+    # a compared run's answers are reused from its own generations.jsonl (same weights, another name)
+    assert again["models"]["ppo-lag (run)"]["heldout"] == pytest.approx(metrics["models"]["round-2"]["heldout"])
 
 
 @pytest.mark.slow

@@ -30,9 +30,10 @@ CHUNK_BATCHES = 4  # generation batches between two saves of generations.jsonl
 
 
 def _cache_key(record: dict) -> tuple:
+    """An answer depends on the weights (path), the prompt and the settings, not on the model's display name."""
     settings = json.dumps(record.get("settings", {}), sort_keys=True)
     prompt = json.dumps(record["prompt"], ensure_ascii=False)  # a string or a list of chat messages
-    return (record["model"], record.get("model_path"), record["benchmark"], record["index"], prompt, settings)
+    return (record.get("model_path"), record["benchmark"], record["index"], prompt, settings)
 
 
 def load_generation_cache(paths: list[Path]) -> dict[tuple, dict]:

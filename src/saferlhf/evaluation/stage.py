@@ -160,7 +160,8 @@ class EvaluateConfig:
     training_logs: list[str] = doc([], "log.jsonl files or run folders whose reward/cost/λ curves go in the report.")
     rounds: list[str] = doc([], "Model display names in training-round order (Beaver-v1, v2, ...) for the report.")
     reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
-    reuse_from: str = doc("", "Another generations.jsonl to reuse answers from (re-score without regenerating).")
+    reuse_from: list[str] = doc([], "Other generations.jsonl files to reuse answers from (re-score without "
+                                     "regenerating); answers are matched by model path, prompt and settings.")
     progress: bool = doc(True, "Show progress bars.")
     output_dir: str = doc("runs/evaluate", "Output folder.")
 
@@ -223,7 +224,7 @@ def run(config: EvaluateConfig) -> dict:
         skipped = f" (left out: {bench.skipped})" if bench.skipped else ""
         print(f"[saferlhf evaluate] {bench.name}: {len(bench.prompts)} prompts from {bench.source}{skipped}", flush=True)
     reuse = ([output_dir / GENERATIONS] if config.reuse_generations else []) + (
-        [Path(config.reuse_from)] if config.reuse_from else [])
+        [Path(path) for path in config.reuse_from])
     cache = annotate.load_generation_cache(reuse)
     generation_started = time.time()
     records = annotate.generate_all(config, benchmarks, cache, lambda rows: _save(output_dir, rows))

@@ -203,6 +203,7 @@ def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: 
         "scoring": {"reward_model": str(folder / "reward-model"), "cost_model": str(folder / "cost-model"),
                     "max_length": config.score_models.max_length},
         "training_logs": logs, "rounds": rounds, "output_dir": str(output_dir),
+        "reuse_from": [str(Path(path) / "evaluation" / "generations.jsonl") for path in e.compare_runs],
     })
     metrics = run_evaluate(evaluate_config)
     return metrics, read_jsonl(output_dir / "generations.jsonl")
