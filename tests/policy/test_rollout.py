@@ -70,3 +70,13 @@ def test_greedy_rollout_is_deterministic(toy_model):
     first = sample_rollout(model, tokenizer, ["q", "q q"], max_length=16, max_new_tokens=6, greedy=True)
     second = sample_rollout(model, tokenizer, ["q", "q q"], max_length=16, max_new_tokens=6, greedy=True)
     assert torch.equal(first.input_ids, second.input_ids)
+
+
+def test_min_new_tokens_keeps_the_end_of_turn_back(toy_model):
+    model, tokenizer = _load(toy_model)
+    torch.manual_seed(0)
+    free = sample_rollout(model, tokenizer, ["q", "q q"] * 30, max_length=16, max_new_tokens=8)
+    assert free.response_lengths.min() < 4, "the toy policy ends 3% of its tokens: some of 60 answers stop early"
+    torch.manual_seed(0)
+    held = sample_rollout(model, tokenizer, ["q", "q q"] * 30, max_length=16, max_new_tokens=8, min_new_tokens=4)
+    assert held.response_lengths.min() >= 4

@@ -44,6 +44,9 @@ class RolloutConfig:
     samples_per_prompt: int = doc(0, "Answers sampled per prompt; 0 = 1 for ppo-lag/ppo/reward-shaping (reference), "
                                      "4 for critic-free (which needs >= 2).")
     max_new_tokens: int = doc(0, "Longest answer; 0 = fill data.max_length (reference: 512 tokens in total).")
+    min_new_tokens: int = doc(0, "The end of the turn cannot be sampled before this many answer tokens (0 = off, the "
+                                 "sampler is exactly π_θ). Score models never see empty answers, so they can score "
+                                 "them well: the policy then learns to say nothing (docs/policy.md).")
     temperature: float = doc(1.0, "Sampling temperature.")
     top_p: float = doc(1.0, "Nucleus sampling threshold (1.0 = off).")
     top_k: int = doc(0, "Top-k sampling (0 = off, so that the sampler is exactly the policy π_θ).")
@@ -62,6 +65,9 @@ class RolloutConfig:
         _check(self.vllm_max_model_len >= 0, prefix + "vllm_max_model_len", "must be >= 0")
         _check(self.samples_per_prompt >= 0, prefix + "samples_per_prompt", "must be >= 0")
         _check(self.max_new_tokens >= 0, prefix + "max_new_tokens", "must be >= 0")
+        _check(self.min_new_tokens >= 0, prefix + "min_new_tokens", "must be >= 0")
+        _check(not self.max_new_tokens or self.min_new_tokens <= self.max_new_tokens, prefix + "min_new_tokens",
+               "must be <= max_new_tokens")
         _check(self.temperature > 0, prefix + "temperature", "must be > 0 (training samples answers)")
         _check(0.0 < self.top_p <= 1.0, prefix + "top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, prefix + "top_k", "must be >= 0")

@@ -99,13 +99,14 @@ def encode_prompts(tokenizer, prompts: list[Prompt], max_prompt_tokens: int) -> 
 
 @torch.no_grad()
 def sample_rollout(model, tokenizer, prompts: list[Prompt], *, samples_per_prompt: int = 1, max_length: int = 512,
-                   max_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                   max_new_tokens: int = 0, min_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                    repetition_penalty: float = 1.0, greedy: bool = False) -> Rollout:
     """Sample ``samples_per_prompt`` answers per prompt (one batched ``generate`` call, KV cache on).
 
     ``max_new_tokens = 0`` fills ``max_length`` tokens in total (prompt block included), as the
     reference's ``GenerationConfig(max_length=...)``; prompts are cut from the left so that at least
-    ``max_new_tokens`` (or ``max_length // 2`` when 0) answer tokens fit.
+    ``max_new_tokens`` (or ``max_length // 2`` when 0) answer tokens fit. ``min_new_tokens`` masks
+    the end of the turn for the first answer tokens (Hugging Face ``min_new_tokens``).
     """
     device = next(model.parameters()).device
     answer_budget = max_new_tokens or max_length // 2
@@ -115,7 +116,8 @@ def sample_rollout(model, tokenizer, prompts: list[Prompt], *, samples_per_promp
     prompt_width = input_ids.size(1)
     end_ids = end_of_turn_ids(tokenizer, model)
     options = dict(max_new_tokens=max_new_tokens or max(1, max_length - prompt_width), use_cache=True,
-                   pad_token_id=tokenizer.pad_token_id, eos_token_id=end_ids, repetition_penalty=repetition_penalty)
+                   pad_token_id=tokenizer.pad_token_id, eos_token_id=end_ids, repetition_penalty=repetition_penalty,
+                   min_new_tokens=min_new_tokens or None)
     if greedy:
         options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:

@@ -120,7 +120,7 @@ class VLLMRollout:
         r = self.config.rollout
         return SamplingParams(n=self.config.samples_per_prompt, temperature=r.temperature, top_p=r.top_p,
                               top_k=r.top_k if r.top_k > 0 else -1, repetition_penalty=r.repetition_penalty,
-                              max_tokens=max_tokens, stop_token_ids=self.end_ids)
+                              max_tokens=max_tokens, min_tokens=r.min_new_tokens, stop_token_ids=self.end_ids)
 
     def generate(self, actor: torch.nn.Module, prompts: list, weights_version: int) -> Rollout:
         """Sample ``samples_per_prompt`` answers per prompt; syncs the weights first if they changed."""
