@@ -1,4 +1,4 @@
-"""The policy-step benchmark (bench/policy_step.py, bench/policy_step_sides.py) on tiny models, so that the script cannot rot."""
+"""The policy-step benchmark (bench/policy_step.py + policy_step_sides.py) on tiny models, so that it cannot rot."""
 
 from __future__ import annotations
 

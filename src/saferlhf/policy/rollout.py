@@ -99,8 +99,8 @@ def encode_prompts(tokenizer, prompts: list[Prompt], max_prompt_tokens: int) -> 
 
 @torch.no_grad()
 def sample_rollout(model, tokenizer, prompts: list[Prompt], *, samples_per_prompt: int = 1, max_length: int = 512,
-                   max_new_tokens: int = 0, min_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                   repetition_penalty: float = 1.0, greedy: bool = False) -> Rollout:
+                   max_new_tokens: int = 0, min_new_tokens: int = 0, temperature: float = 1.0, top_p: float = 1.0,
+                   top_k: int = 0, repetition_penalty: float = 1.0, greedy: bool = False) -> Rollout:
     """Sample ``samples_per_prompt`` answers per prompt (one batched ``generate`` call, KV cache on).
 
     ``max_new_tokens = 0`` fills ``max_length`` tokens in total (prompt block included), as the

@@ -220,8 +220,8 @@ class PolicyTrainer:
                 rollout = sample_rollout(
                     actor, self.tokenizer, prompts, samples_per_prompt=c.samples_per_prompt,
                     max_length=c.data.max_length, max_new_tokens=c.rollout.max_new_tokens,
-                    min_new_tokens=c.rollout.min_new_tokens, temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
-                    repetition_penalty=c.rollout.repetition_penalty)
+                    min_new_tokens=c.rollout.min_new_tokens, temperature=c.rollout.temperature,
+                    top_p=c.rollout.top_p, top_k=c.rollout.top_k, repetition_penalty=c.rollout.repetition_penalty)
         generated = time.perf_counter()
         experience = self.make_experience(rollout)
         scored = time.perf_counter()
