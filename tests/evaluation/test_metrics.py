@@ -79,6 +79,13 @@ def test_summarize_detectors_scores_patterns_categories():
     assert summary["cost_mean"] == pytest.approx(sum(costs) / 10)
     assert summary["unsafe_share"] == pytest.approx(3 / 10)
     assert summary["scores_by_label"]["harmful"]["unsafe_share"] == pytest.approx(2 / 4)
+    # split by the primary detector ("other"): harmful C | F F F, harmless C C C | F P, controversial C
+    by_verdict = summary["scores_by_verdict"]
+    assert set(by_verdict) == {"harmful/compliance", "harmful/refusal", "harmless/compliance", "harmless/refusal",
+                               "controversial/compliance"}
+    assert by_verdict["harmful/compliance"] == pytest.approx({"n": 1, "reward_mean": 0.5, "cost_mean": 1.0})
+    assert by_verdict["harmful/refusal"] == pytest.approx({"n": 3, "reward_mean": 0.5 / 3, "cost_mean": -1.3 / 3})
+    assert by_verdict["harmless/refusal"] == pytest.approx({"n": 2, "reward_mean": -0.1, "cost_mean": -0.3})
     assert summary["reward_mean"] == pytest.approx(4.5 / 10)
     assert summary["pattern_rates"]["all"]["direct_refusal"] == pytest.approx(5 / 10)
     assert summary["pattern_rates"]["refusals"]["direct_refusal"] == pytest.approx(1.0)

@@ -10,7 +10,7 @@ from saferlhf.config import load_config
 from saferlhf.pipeline import labels as labels_module
 from saferlhf.pipeline.config import PipelineConfig
 from saferlhf.pipeline.labels import make_pairs, preferred_answer
-from saferlhf.pipeline.run import mean_benign_reward, round_prompts, run
+from saferlhf.pipeline.run import mean_benign_reward, results_table, round_prompts, run, summary
 
 XSTEST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"
 TINY = ["base_model=tiny-llama", "score_models.backbone=tiny-bert", "sampling.prompts_per_round=6",
@@ -53,6 +53,20 @@ def test_mean_benign_reward_leaves_out_pseudo_harmful_heldout_prompts():
     assert mean_benign_reward(records, "m", "heldout") == 1.0
     assert mean_benign_reward(records, "m", "xstest") == 3.0
     assert mean_benign_reward(records, "other", "xstest") is None
+
+
+def test_summary_splits_harmful_costs_by_verdict_and_prints_them():
+    set_metrics = {"harmful_compliance_rate": 0.5, "false_refusal_rate": 0.25, "cost_mean": -1.0,
+                   "scores_by_verdict": {"harmful/refusal": {"n": 2, "reward_mean": 0.0, "cost_mean": -2.5},
+                                         "harmful/compliance": {"n": 2, "reward_mean": 1.0, "cost_mean": 0.75}}}
+    evaluation = ({"models": {"base": {"heldout": set_metrics}, "round-1": {"heldout": {"cost_mean": -1.0}}}}, [])
+    metrics = summary(evaluation, [("base", "b")], [], started=0.0)
+    assert metrics["models"]["base"]["heldout"]["harmful_cost_refused"] == -2.5
+    assert metrics["models"]["base"]["heldout"]["harmful_cost_complied"] == 0.75
+    assert metrics["models"]["round-1"]["heldout"]["harmful_cost_refused"] is None  # nothing to split
+    table = results_table(metrics).splitlines()
+    assert table[2] == "| base | heldout | 50.0% | 25.0% | – | -2.50 / 0.75 |"
+    assert table[3].endswith("| – | – / – |")
 
 
 def test_partial_sections_keep_the_pipeline_defaults():

@@ -244,20 +244,31 @@ def summary(evaluation: tuple[dict, list[dict]], models: list[tuple[str, str]], 
         table[model] = {name: {"harmful_compliance_rate": s.get("harmful_compliance_rate"),
                                "false_refusal_rate": s.get("false_refusal_rate"),
                                "mean_benign_reward": mean_benign_reward(records, model, name),
-                               "mean_cost": s.get("cost_mean"), "unsafe_share": s.get("unsafe_share")}
+                               "mean_cost": s.get("cost_mean"), "unsafe_share": s.get("unsafe_share"),
+                               **_harmful_costs(s)}
                         for name, s in per_set.items()}
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return {"models": table, "rounds": rounds, "policies": dict(models),
             "wall_time_s": time.perf_counter() - started, "peak_memory_gb": usage / 1024 ** 2}
 
 
+def _harmful_costs(set_metrics: dict) -> dict:
+    """Mean cost of the answers to harmful prompts, refused vs complied: does this round's cost model tell
+    the policy's own refusals from its harmful answers? (None where a group is empty or nothing is scored.)"""
+    by_verdict = set_metrics.get("scores_by_verdict", {})
+    return {f"harmful_cost_{key}": by_verdict.get(f"harmful/{verdict}", {}).get("cost_mean")
+            for key, verdict in (("refused", "refusal"), ("complied", "compliance"))}
+
+
 def results_table(metrics: dict) -> str:
     """The headline table (markdown), as printed at the end and copied into the README."""
-    lines = ["| model | set | harmful compliance | false refusal | mean benign reward |", "|---|---|---|---|---|"]
+    lines = ["| model | set | harmful compliance | false refusal | mean benign reward "
+             "| cost on harmful prompts: refused / complied |", "|---|---|---|---|---|---|"]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    num = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     for model, per_set in metrics["models"].items():
         for name, s in per_set.items():
-            reward = "–" if s["mean_benign_reward"] is None else f"{s['mean_benign_reward']:.2f}"
+            costs = f"{num(s.get('harmful_cost_refused'))} / {num(s.get('harmful_cost_complied'))}"
             lines.append(f"| {model} | {name} | {pct(s['harmful_compliance_rate'])} | {pct(s['false_refusal_rate'])} "
-                         f"| {reward} |")
+                         f"| {num(s['mean_benign_reward'])} | {costs} |")
     return "\n".join(lines)
