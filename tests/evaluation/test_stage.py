@@ -156,3 +156,15 @@ def test_detector_plan(tmp_path):
         detector_plan(RefusalDetectionConfig("classifier", str(tmp_path / "none")))
     with pytest.raises(ConfigError, match="refusal.primary"):
         detector_plan(RefusalDetectionConfig("rules", "", "classifier"))
+
+
+def test_greedy_answers_are_cached_across_seeds_sampled_ones_are_not():
+    def record(temperature, seed, top_p=1.0):
+        return {"model_path": "m", "benchmark": "b", "index": 0, "prompt": "q",
+                "settings": {"max_new_tokens": 8, "temperature": temperature, "top_p": top_p, "seed": seed}}
+
+    key = annotate._cache_key
+    assert key(record(0.0, 1)) == key(record(0.0, 42, top_p=0.9))  # greedy: seed and top_p change nothing
+    assert key(record(0.7, 1)) != key(record(0.7, 42))
+    assert key(record(0.0, 1)) != key(record(0.7, 1))
+    assert key(record(0.0, 1)) != key({**record(0.0, 1), "settings": {**record(0.0, 1)["settings"], "max_new_tokens": 9}})

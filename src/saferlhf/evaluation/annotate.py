@@ -7,8 +7,8 @@ A record (one line of ``generations.jsonl``)::
      "refusal": {detector: label}, "patterns": {pattern: bool}, "refusal_kind",
      "reward", "cost", "judge_helpfulness", "judge_helpfulness_reply", ...}
 
-Answers are cached by ``(model, model_path, benchmark, index, prompt, settings)``: a second run
-with the same settings re-scores without regenerating, and a killed run resumes where it stopped
+Answers are cached by ``(model_path, benchmark, index, prompt, settings)`` (greedy answers without
+their seed and top_p): a second run with the same settings re-scores without regenerating, and a killed run resumes where it stopped
 (records are saved every few batches). With sampling (temperature > 0) each chunk restarts the
 generator from ``seed``.
 """
@@ -30,8 +30,13 @@ CHUNK_BATCHES = 4  # generation batches between two saves of generations.jsonl
 
 
 def _cache_key(record: dict) -> tuple:
-    """An answer depends on the weights (path), the prompt and the settings, not on the model's display name."""
-    settings = json.dumps(record.get("settings", {}), sort_keys=True)
+    """An answer depends on the weights (path), the prompt and the settings, not on the model's display name.
+    A greedy answer (temperature 0) does not depend on the seed or top_p either, so those leave its key."""
+    settings = dict(record.get("settings", {}))
+    if settings.get("temperature") == 0:
+        settings.pop("seed", None)
+        settings.pop("top_p", None)
+    settings = json.dumps(settings, sort_keys=True)
     prompt = json.dumps(record["prompt"], ensure_ascii=False)  # a string or a list of chat messages
     return (record.get("model_path"), record["benchmark"], record["index"], prompt, settings)
 
