@@ -124,7 +124,7 @@ class PipelineConfig:
 
     base_model: str = doc("smollm2-135m-instruct", "The starting policy (built-in name, hub id or folder).")
     rounds: int = doc(1, "Rounds of sample -> label -> reward/cost models -> policy -> evaluate; the paper runs 3 "
-                         "(Beaver-v1, v2, v3: saferlhf demo --rounds 3). 1 keeps the default run near 18 minutes on "
+                         "(Beaver-v1, v2, v3: saferlhf demo --rounds 3). 1 keeps the default run near 12 minutes on "
                          "2 CPU cores (README).")
     quick: bool = doc(False, "A small run for a smoke test: 1 round, 24 prompts, 4 policy steps, 60 XSTest prompts.")
     seed: int = doc(42, "Seed of sampling, splits and training.")
