@@ -77,7 +77,7 @@ class PipelinePolicyConfig:
     lora: LoraConfig = doc(LoraConfig(enabled=True, r=16, alpha=32, dropout=0.0), "LoRA on the actor.")
     rollout: RolloutConfig = doc(RolloutConfig(prompts_per_step=8, max_new_tokens=48), "Sampling during training.")
     ppo: PPOConfig = doc(PPOConfig(critic_backbone="tiny-llama", critic_learning_rate=1e-4, update_iterations=2),
-                         "PPO and critics; two passes over each rollout (one pass stalled with some seeds, docs/pipeline.md).")
+                         "PPO and critics (two passes over each rollout: see train).")
     critic_free: CriticFreeConfig = doc(CriticFreeConfig(), "Critic-free variant.")
     lagrange: LagrangeConfig = doc(LagrangeConfig(), "λ; its cost_threshold is used when cost_threshold is 'fixed'.")
     cost_threshold: Literal["auto", "fixed"] = doc(
@@ -89,7 +89,8 @@ class PipelinePolicyConfig:
     train: PolicyTrainConfig = doc(
         PolicyTrainConfig(max_steps=8, learning_rate=1e-3, lr_scheduler="constant", batch_size=8, save_steps=4),
         "Actor optimisation per round (max_steps = policy steps per round). LoRA at a constant 1e-3: at 2e-4 "
-        "(cosine) or 5e-4 the policy barely moves; 8 steps of two passes, as 12 over-refuse (docs/pipeline.md).")
+        "(cosine) or 5e-4 the policy barely moves; 8 steps of two passes (12 of one stalled with some seeds, "
+        "12 of two over-refuse; docs/pipeline.md).")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
