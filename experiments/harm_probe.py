@@ -1,0 +1,114 @@
+"""How well can the base model's own hidden states tell harmful prompts from harmless ones?
+
+The analysis behind docs/pipeline.md ("How far the base model can tell them apart"): a linear probe
+(logistic regression, L2 1e-2, LBFGS) on the hidden state of the last token of the chat-templated
+prompt, one probe per layer, trained on the built-in training prompts (harmful against benign and
+pseudo-harmful) and tested on the built-in held-out prompts and on XSTest (unsafe against safe).
+For XSTest it also reports the best operating point the issue's over-refusal target allows: the
+threshold that flags at most 11.6% of the safe prompts (base 1.6% + 10 points), chosen on XSTest
+itself, and the share of unsafe prompts it then misses (an optimistic bound for a policy's harmful
+compliance at that false-refusal rate).
+
+    python experiments/harm_probe.py [--model smollm2-135m-instruct] [--xstest ../shared/data/xstest/xstest_prompts.csv]
+
+Writes experiments/results/harm_probe.json (``--output``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from saferlhf.data.builtin import builtin_prompts
+from saferlhf.models.loading import load_causal_lm, load_tokenizer
+
+
+def last_token_states(model, tokenizer, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
+    """(N, layers + 1, hidden) hidden states at the last token of each templated prompt."""
+    states = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts[start:start + batch_size]]
+        batch = tokenizer(texts, return_tensors="pt", padding=True)  # left padding: the last token is at -1
+        with torch.no_grad():
+            hidden = model(**batch, output_hidden_states=True).hidden_states
+        states.append(torch.stack([h[:, -1] for h in hidden], dim=1))
+    return torch.cat(states)
+
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ weight + bias, y) + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    greater = (positive[:, None] > negative[None, :]).float() + 0.5 * (positive[:, None] == negative[None, :]).float()
+    return greater.mean().item()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--xstest", default="../shared/data/xstest/xstest_prompts.csv")
+    parser.add_argument("--max-safe-flagged", type=float, default=0.116)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "harm_probe.json"))
+    args = parser.parse_args(argv)
+    if not Path(args.xstest).exists():
+        sys.exit(f"XSTest not found at {args.xstest} (needs ../shared/data/xstest)")
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_causal_lm(args.model).eval(), load_tokenizer(args.model, padding_side="left")
+    train, heldout = builtin_prompts(split="train"), builtin_prompts(split="heldout")
+    with open(args.xstest, newline="", encoding="utf-8") as handle:
+        xstest = list(csv.DictReader(handle))
+    sets = {"train": ([r["prompt"] for r in train], [r["label"] == "harmful" for r in train]),
+            "heldout": ([r["prompt"] for r in heldout], [r["label"] == "harmful" for r in heldout]),
+            "xstest": ([r["prompt"] for r in xstest], [r["label"] == "unsafe" for r in xstest])}
+    states = {name: last_token_states(model, tokenizer, prompts) for name, (prompts, _) in sets.items()}
+    labels = {name: torch.tensor(flags, dtype=torch.float32) for name, (_, flags) in sets.items()}
+    layers = []
+    for layer in range(1, states["train"].shape[1]):
+        mean, std = states["train"][:, layer].mean(0), states["train"][:, layer].std(0) + 1e-6
+        x = {name: (s[:, layer] - mean) / std for name, s in states.items()}
+        weight, bias = fit_probe(x["train"], labels["train"])
+        scores = {name: x[name] @ weight + bias for name in x}
+        accuracy = {name: ((scores[name] > 0).float() == labels[name]).float().mean().item() for name in x}
+        safe = scores["xstest"][labels["xstest"] == 0].sort().values
+        threshold = safe[min(len(safe) - 1, int((1 - args.max_safe_flagged) * len(safe)))]
+        missed = (scores["xstest"][labels["xstest"] == 1] <= threshold).float().mean().item()
+        layers.append({"layer": layer, "accuracy": accuracy, "xstest_auc": auc(scores["xstest"], labels["xstest"]),
+                       "heldout_auc": auc(scores["heldout"], labels["heldout"]),
+                       "xstest_unsafe_missed_at_max_safe_flagged": missed})
+        print(f"layer {layer:2d}: accuracy held-out {accuracy['heldout']:.3f}, XSTest {accuracy['xstest']:.3f}; "
+              f"XSTest AUC {layers[-1]['xstest_auc']:.3f}; flagging {args.max_safe_flagged:.1%} of safe prompts "
+              f"misses {missed:.1%} of unsafe", flush=True)
+    best = max(layers, key=lambda row: row["xstest_auc"])
+    result = {"model": args.model, "max_safe_flagged": args.max_safe_flagged, "best_layer": best, "layers": layers,
+              "sizes": {name: len(prompts) for name, (prompts, _) in sets.items()}}
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"best layer {best['layer']}: XSTest AUC {best['xstest_auc']:.3f}, misses "
+          f"{best['xstest_unsafe_missed_at_max_safe_flagged']:.1%} of unsafe prompts; wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
