@@ -13,9 +13,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 from saferlhf.annotation.judge import PairJudgeConfig
-from saferlhf.config import LoraConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.config import DataSource, LoraConfig, TrainConfig, _check, doc, validate_sections
 from saferlhf.policy.config import (Algorithm, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig, PPOConfig,
                                     RolloutConfig)
+
+
+@dataclass
+class PromptsConfig:
+    """The training prompts of the rounds: the built-in set's training split and/or your own files."""
+
+    builtin: bool = doc(True, "Use the built-in prompt set's training split (its held-out split is never trained on).")
+    files: list[DataSource] = doc(
+        [], "More training prompts: files, folders or dataset ids whose rows have a 'prompt' and a 'label' "
+            "(harmful | benign | pseudo_harmful; the annotator needs it) and optionally a 'category'. Rows "
+            "that repeat a built-in held-out prompt are skipped and counted.")
+
+    def validate(self, prefix: str) -> None:
+        _check(self.builtin or bool(self.files), prefix + "files", "no training prompts: builtin is off and no file is listed")
+        for i, source in enumerate(self.files):
+            source.validate(f"{prefix}files[{i}].")
 
 
 @dataclass
@@ -23,8 +39,8 @@ class SamplingConfig:
     """Answers of the current policy to the round's training prompts (the material that gets labelled)."""
 
     prompts_per_round: int = doc(96, "At most this many training prompts per round, evenly spaced over the round's "
-                                     "share (every `rounds`-th prompt of the built-in training split, so each round "
-                                     "sees new prompts); 0 = the whole share.")
+                                     "share (every `rounds`-th of the training prompts, so each round sees new "
+                                     "prompts); 0 = the whole share.")
     max_new_tokens: int = doc(48, "Tokens per sampled answer.")
     temperature: float = doc(0.7, "Sampling temperature (0 = greedy).")
     batch_size: int = doc(16, "Prompts per generation batch.")
@@ -130,6 +146,7 @@ class PipelineConfig:
     quick: bool = doc(False, "A small run for a smoke test: 1 round, 24 prompts, 4 policy steps, 60 XSTest prompts.")
     seed: int = doc(42, "Seed of sampling, splits and training.")
     num_threads: int = doc(0, "torch CPU threads for every stage (0 = torch default).")
+    prompts: PromptsConfig = doc(PromptsConfig(), "Training prompts.")
     sampling: SamplingConfig = doc(SamplingConfig(), "Answers to label.")
     annotator: AnnotatorConfig = doc(AnnotatorConfig(), "Decoupled labels.")
     score_models: ScoreModelsConfig = doc(ScoreModelsConfig(), "Reward and cost models.")

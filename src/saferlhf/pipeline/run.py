@@ -3,7 +3,8 @@
 Each round r = 1..R, in ``output_dir/round-r/``:
 
 1. ``answers.jsonl``: the current policy (round 1: the base model) answers the round's training
-   prompts (new prompts each round: every R-th prompt of the built-in training split);
+   prompts (new prompts each round: every R-th prompt of the built-in training split and of the
+   ``prompts.files``, :mod:`.prompts`);
 2. ``preferences.jsonl``: decoupled labels of (answer, refusal) pairs (:mod:`.labels`);
 3. ``reward-model/``, ``cost-model/``: ``train-reward`` / ``train-cost`` on every round's labels so far;
 4. ``policy-run/``: ``train-policy`` (PPO-Lag by default) from the current policy, with the PTX term on
@@ -32,6 +33,7 @@ from saferlhf.data.builtin import builtin_prompts
 from saferlhf.pipeline.config import PipelineConfig
 from saferlhf.pipeline.labels import (WaitingForLabels, label_pairs, make_pairs, preferred_answer, read_jsonl,
                                       sample_answers, write_jsonl)
+from saferlhf.pipeline.prompts import training_prompts
 from saferlhf.runio import RunWriter
 
 HELDOUT = "heldout"  # the evaluation set of the built-in held-out prompts
@@ -56,7 +58,7 @@ def run(config: PipelineConfig) -> dict:
     output_dir = Path(config.output_dir)
     writer = RunWriter(output_dir, resume=True)
     writer.write_config(to_dict(config))
-    train_rows = builtin_prompts(split="train")
+    train_rows = training_prompts(config.prompts)
     benchmarks = evaluation_sets(config, output_dir)
     models = [("base", config.base_model)]
     policy, rounds = config.base_model, []
