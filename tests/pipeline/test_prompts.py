@@ -49,6 +49,13 @@ def test_a_bad_row_names_its_line_and_key(tmp_path, line, message):
         training_prompts(_config(f"prompts.files=[{path}]"))
 
 
+def test_files_of_held_out_prompts_only_leave_nothing_to_train_on(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"prompt": builtin_prompts(split="heldout")[3]["prompt"], "label": "harmful"}) + "\n")
+    with pytest.raises(ValueError, match="prompts.files.*no training prompt left"):
+        training_prompts(_config("prompts.builtin=false", f"prompts.files=[{path}]"))
+
+
 def test_no_prompts_at_all_is_a_config_error():
     with pytest.raises(ValueError, match="prompts.files.*no training prompts"):
         _config("prompts.builtin=false")

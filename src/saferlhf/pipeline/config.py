@@ -29,7 +29,8 @@ class PromptsConfig:
             "that repeat a built-in held-out prompt are skipped and counted.")
 
     def validate(self, prefix: str) -> None:
-        _check(self.builtin or bool(self.files), prefix + "files", "no training prompts: builtin is off and no file is listed")
+        _check(self.builtin or bool(self.files), prefix + "files",
+               "no training prompts: builtin is off and no file is listed")
         for i, source in enumerate(self.files):
             source.validate(f"{prefix}files[{i}].")
 

@@ -36,6 +36,9 @@ def training_prompts(config: PromptsConfig) -> list[dict]:
                          "label": row["label"], "category": str(row.get("category") or "user")})
         print(f"[saferlhf pipeline] prompts: {read} from {source.path}"
               + (f", {skipped} skipped (built-in held-out prompts)" if skipped else ""), flush=True)
+    if not rows:
+        raise ValueError("config key 'prompts.files': no training prompt left "
+                         "(every row repeats a built-in held-out prompt)")
     return rows
 
 
