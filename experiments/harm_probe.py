@@ -10,6 +10,10 @@ itself, and the share of unsafe prompts it then misses (an optimistic bound for 
 compliance at that false-refusal rate).
 
     python experiments/harm_probe.py [--model smollm2-135m-instruct] [--xstest ../shared/data/xstest/xstest_prompts.csv]
+                                     [--extra-prompts FILE ...]
+
+``--extra-prompts`` adds training prompts in the pipeline's ``prompts.files`` format (read the same
+way, so a bad row names its ``file:LINE``) to the built-in training split: does more data move XSTest?
 
 Writes experiments/results/harm_probe.json (``--output``).
 """
@@ -25,8 +29,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from saferlhf.config import DataSource
 from saferlhf.data.builtin import builtin_prompts
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
+from saferlhf.pipeline.config import PromptsConfig
+from saferlhf.pipeline.prompts import training_prompts
 
 
 def last_token_states(model, tokenizer, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--xstest", default="../shared/data/xstest/xstest_prompts.csv")
     parser.add_argument("--max-safe-flagged", type=float, default=0.116)
+    parser.add_argument("--extra-prompts", nargs="*", default=[], metavar="FILE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "harm_probe.json"))
     args = parser.parse_args(argv)
@@ -75,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"XSTest not found at {args.xstest} (needs ../shared/data/xstest)")
     torch.set_num_threads(args.threads)
     model, tokenizer = load_causal_lm(args.model).eval(), load_tokenizer(args.model, padding_side="left")
-    train, heldout = builtin_prompts(split="train"), builtin_prompts(split="heldout")
+    train = training_prompts(PromptsConfig(files=[DataSource(path=path) for path in args.extra_prompts]))
+    heldout = builtin_prompts(split="heldout")
     with open(args.xstest, newline="", encoding="utf-8") as handle:
         xstest = list(csv.DictReader(handle))
     sets = {"train": ([r["prompt"] for r in train], [r["label"] == "harmful" for r in train]),
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"XSTest AUC {layers[-1]['xstest_auc']:.3f}; flagging {args.max_safe_flagged:.1%} of safe prompts "
               f"misses {missed:.1%} of unsafe", flush=True)
     best = max(layers, key=lambda row: row["xstest_auc"])
-    result = {"model": args.model, "max_safe_flagged": args.max_safe_flagged, "best_layer": best, "layers": layers,
+    result = {"model": args.model, "extra_prompts": args.extra_prompts, "max_safe_flagged": args.max_safe_flagged, "best_layer": best, "layers": layers,
               "sizes": {name: len(prompts) for name, (prompts, _) in sets.items()}}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

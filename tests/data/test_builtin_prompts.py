@@ -4,6 +4,7 @@ the README's counts, and that no prompt is copied from a public benchmark."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import tomllib
 from collections import Counter, defaultdict
@@ -146,8 +147,16 @@ def _public_prompts(shared_data: Path) -> dict[str, str]:
     return public
 
 
+MINIMAL_PAIRS = REPO_ROOT / "experiments" / "data" / "minimal_pairs.jsonl"
+
+
 @pytest.mark.shared_data
-def test_no_prompt_is_copied_from_public_benchmarks(rows, shared_data):
+@pytest.mark.parametrize("source", ["builtin", "minimal_pairs"])
+def test_no_prompt_is_copied_from_public_benchmarks(rows, shared_data, source):
+    """Neither the built-in set nor the experiments' extra prompts (experiments/data) copy a public one."""
+    if source == "minimal_pairs":
+        rows = [json.loads(line) | {"id": f"minimal_pairs.jsonl:{i}"}
+                for i, line in enumerate(MINIMAL_PAIRS.read_text(encoding="utf-8").splitlines(), 1)]
     public = _public_prompts(shared_data)
     assert len(public) > 1000  # the three files were read
     copied = [(row["id"], public[_normalize(row["prompt"])]) for row in rows if _normalize(row["prompt"]) in public]
