@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"XSTest AUC {layers[-1]['xstest_auc']:.3f}; flagging {args.max_safe_flagged:.1%} of safe prompts "
               f"misses {missed:.1%} of unsafe", flush=True)
     best = max(layers, key=lambda row: row["xstest_auc"])
-    result = {"model": args.model, "extra_prompts": args.extra_prompts, "max_safe_flagged": args.max_safe_flagged, "best_layer": best, "layers": layers,
+    result = {"model": args.model, "extra_prompts": args.extra_prompts, "max_safe_flagged": args.max_safe_flagged,
+              "best_layer": best, "layers": layers,
               "sizes": {name: len(prompts) for name, (prompts, _) in sets.items()}}
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
