@@ -78,13 +78,21 @@ def test_roles_of_each_algorithm():
         rows = estimate(MemoryConfig(model="", params=1e9, **overrides), shape, shape)["rows"]
         return {row["role"]: row for row in rows}
 
-    assert list(roles(algorithm="ppo-lag")) == ["actor", "reference", "reward", "cost", "reward_critic", "cost_critic"]
-    assert list(roles(algorithm="critic-free")) == ["actor", "reference", "reward", "cost"]
-    assert list(roles(algorithm="ppo")) == ["actor", "reference", "reward", "cost", "reward_critic"]
-    frozen = roles(algorithm="critic-free")
+    fp32 = {"precision": "fp32"}
+    assert list(roles(algorithm="ppo-lag", **fp32)) == ["actor", "reference", "reward", "cost", "reward_critic",
+                                                        "cost_critic"]
+    assert list(roles(algorithm="critic-free", **fp32)) == ["actor", "reference", "reward", "cost"]
+    assert list(roles(algorithm="ppo", **fp32)) == ["actor", "reference", "reward", "cost", "reward_critic"]
+    frozen = roles(algorithm="critic-free", **fp32)
     assert frozen["reference"]["weights"] == frozen["reward"]["weights"] == 4e9  # float32, whole on every GPU
-    assert roles(algorithm="critic-free", lora=True)["reference"]["weights"] == 0.0  # the actor, adapter off
-    assert roles(algorithm="critic-free", reward_and_cost="functions")["cost"]["weights"] == 0.0
+    assert roles(algorithm="critic-free", lora=True, **fp32)["reference"]["weights"] == 0.0  # the actor, adapter off
+    assert roles(algorithm="critic-free", reward_and_cost="functions", **fp32)["cost"]["weights"] == 0.0
+    # bf16 (the default): frozen models in bf16, and a bf16 copy of the actor samples (no sharding only)
+    bf16 = roles(algorithm="critic-free", precision="bf16")
+    assert bf16["reference"]["weights"] == bf16["reward"]["weights"] == bf16["generation_copy"]["weights"] == 2e9
+    assert roles(algorithm="critic-free", precision="bf16", frozen_dtype="fp32")["reward"]["weights"] == 4e9
+    assert "generation_copy" not in roles(algorithm="critic-free", precision="bf16", zero_stage=3, num_gpus=8)
+    assert "generation_copy" not in roles(algorithm="score-model", precision="bf16")
 
 
 def test_worked_example_of_the_scaling_guide():

@@ -118,13 +118,15 @@ class TrainConfig:
     warmup_ratio: float = doc(0.03, "Share of steps with linear warm-up.")
     max_grad_norm: float = doc(1.0, "Gradient clipping norm (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = doc(
-        "auto", "auto = bf16 autocast on hardware that supports it (GPU), else fp32."
+        "auto", "auto = bf16 autocast where the hardware has bf16 (GPU, AVX512-BF16/AMX CPU), else fp32."
     )
     seed: int = doc(42, "Random seed.")
     logging_steps: int = doc(10, "Write a log.jsonl line every N optimiser steps.")
     eval_steps: int = doc(0, "Evaluate every N optimiser steps (0 = only at the end).")
     save_steps: int = doc(0, "Write a resumable checkpoint every N steps (0 = only the final model).")
     num_threads: int = doc(0, "torch CPU threads (0 = torch default).")
+    gradient_checkpointing: bool = doc(False, "Recompute activations in the backward pass instead of keeping them "
+                                              "(less memory, about a third more compute).")
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs > 0 or self.max_steps > 0, prefix + "epochs", "must be > 0 (or set max_steps)")

@@ -29,7 +29,10 @@ not with the resident memory. LoRA (Hu et al., ICLR 2022) freezes the base weigh
 trains r·(d_in + d_out) parameters per adapted linear layer (all linear layers but the output head).
 
 **Frozen roles** (reference, reward, cost) are held whole on every GPU (the trainer does not pass them
-through ``accelerator.prepare``), in float32 as ``load_causal_lm`` loads them (``frozen_dtype``).
+through ``accelerator.prepare``), in the run's precision (``frozen_dtype: auto``: bf16 under bf16, as
+``saferlhf.models.precision.role_dtype`` loads them; fp32 under fp32). Under bf16 without sharding
+(ZeRO stage 0) the rollouts come from a bf16 **generation copy** of the actor, 2 bytes per actor
+parameter (``saferlhf.policy.generation_copy``).
 
 **Activations** of one micro-batch of b sequences of s tokens, counting the tensors autograd keeps
 for the backward pass in a Llama block with SDPA attention (no s x s matrix): RMSNorm input and
@@ -106,7 +109,8 @@ class MemoryConfig:
         "ppo-lag", "Which models are held (module docstring).")
     reward_and_cost: Literal["models", "functions"] = doc("models", "Score models (in memory) or Python functions.")
     precision: Literal["fp32", "bf16"] = doc("bf16", "Training precision (bf16 = mixed precision, fp32 master copy).")
-    frozen_dtype: Literal["fp32", "bf16"] = doc("fp32", "dtype of the frozen models (the stages load float32).")
+    frozen_dtype: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "dtype of the frozen models (auto = the precision, as the stages load them).")
     lora: bool = doc(False, "LoRA on the actor (or the score model's backbone); critics train fully.")
     lora_r: int = doc(16, "LoRA rank.")
     zero_stage: int = doc(0, "0 = DDP, 1, 2, 3 (= FSDP FULL_SHARD).")
@@ -196,8 +200,13 @@ def estimate(config: MemoryConfig, policy: ModelShape, score: ModelShape) -> dic
     """Per-role bytes per GPU and the peak; see the module docstring for every term."""
     c = config
     answer = c.answer_length or c.seq_length // 2
-    frozen_bytes = 4 if c.frozen_dtype == "fp32" else 2
+    frozen_bytes = 4 if (c.frozen_dtype if c.frozen_dtype != "auto" else c.precision) == "fp32" else 2
     rows, transients = [], {}
+    if c.precision == "bf16" and c.zero_stage == 0 and "reference" in ROLES[c.algorithm]:
+        trainable = c.lora_r * policy.lora_params_per_rank if c.lora else 0.0
+        rows.append({"role": "generation_copy", "params": policy.params + trainable, "trainable": 0.0,
+                     "weights": 2 * (policy.params + trainable), "optimizer": 0.0,
+                     "note": "bf16 copy of the actor that samples"})
     for role in ROLES[c.algorithm]:
         shape = policy if role in ("actor", "reference") else score
         if role in ("reward", "cost") and c.reward_and_cost == "functions":

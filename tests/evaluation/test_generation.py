@@ -61,3 +61,26 @@ def test_sampling_is_seeded(tiny):
     assert generate_responses(model, tokenizer, [], max_new_tokens=4) == []
     with pytest.raises(ValueError, match="must be > 0"):
         generate_responses(model, tokenizer, PROMPTS, max_new_tokens=0)
+
+
+def test_auto_batch_size_fits_the_free_memory(tiny, monkeypatch):
+    from types import SimpleNamespace
+
+    import psutil
+
+    from saferlhf.evaluation.generation import LARGEST_AUTO_BATCH, auto_batch_size
+
+    model, _ = tiny  # 2 layers, 2 KV heads of 16, vocabulary 49,152, float32
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=100_000_000))
+    # per sequence of 100 tokens: KV 2·2·2·16·100·4 = 51,200 B + logits 2·49,152·4 = 393,216 B = 444,416 B
+    # a quarter of 100 MB holds 56 of them
+    assert auto_batch_size(model, 100, largest=1000) == 56
+    assert auto_batch_size(model, 100) == min(56, LARGEST_AUTO_BATCH)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1000))
+    assert auto_batch_size(model, 100) == 1  # never zero
+
+
+def test_auto_batch_gives_the_same_greedy_answers(tiny):
+    model, tokenizer = tiny
+    auto = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=0, progress=False)
+    assert auto == generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=1, progress=False)

@@ -168,3 +168,24 @@ def test_greedy_answers_are_cached_across_seeds_sampled_ones_are_not():
     assert key(record(0.7, 1)) != key(record(0.7, 42))
     assert key(record(0.0, 1)) != key(record(0.7, 1))
     assert key(record(0.0, 1)) != key({**record(0.0, 1), "settings": {**record(0.0, 1)["settings"], "max_new_tokens": 9}})
+
+
+def test_precision_sets_the_generating_dtype_and_the_cache_key(tmp_path, tiny_assets, monkeypatch):
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, *args, **kwargs):
+        seen.append(next(model.parameters()).dtype)
+        return ["Sure, here you go."] * len(prompts)
+
+    monkeypatch.setattr(annotate, "generate_responses", fake_generate)
+    data = {"models": [{"name_or_path": "tiny-llama", "name": "tiny"}],
+            "benchmarks": [{"name": str(tiny_assets / "mine.csv")}], "generation": {"max_new_tokens": 4},
+            "output_dir": str(tmp_path / "out"), "progress": False}
+    bf16 = run(load_config(EvaluateConfig, base={**data, "precision": "bf16"}))
+    records = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert seen == [torch.bfloat16] and bf16["precision"] == "bf16"
+    assert all(r["settings"]["precision"] == "bf16" for r in records)
+    fp32 = run(load_config(EvaluateConfig, base={**data, "precision": "fp32"}))  # bf16 answers are not reused
+    assert seen == [torch.bfloat16, torch.float32] and fp32["precision"] == "fp32"
+    records = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert all("precision" not in r["settings"] for r in records)  # float32 keys as before the option existed

@@ -23,7 +23,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from saferlhf.data.records import prompt_text
-from saferlhf.evaluation.generation import generate_responses
+from saferlhf.evaluation.generation import LARGEST_AUTO_BATCH, generate_responses
+from saferlhf.models.precision import resolve_precision, torch_dtype
 
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "seed")
 CHUNK_BATCHES = 4  # generation batches between two saves of generations.jsonl
@@ -62,7 +63,10 @@ def generate_all(config, benchmarks, cache: dict[tuple, dict], save) -> list[dic
     """Records for every (model, benchmark, prompt); generates only the answers not in ``cache``."""
     from saferlhf.models.loading import load_causal_lm, load_tokenizer
 
+    precision = resolve_precision(config.precision)
     settings = {k: getattr(config.generation, k) for k in GENERATION_KEYS}
+    if precision != "fp32":  # float32 answers keep the keys of the runs made before precision existed
+        settings["precision"] = precision
     records: list[dict] = []
     for model_config in config.models:
         name, path = model_config.display_name, model_config.name_or_path
@@ -81,10 +85,10 @@ def generate_all(config, benchmarks, cache: dict[tuple, dict], save) -> list[dic
             if todo:
                 if model is None:
                     tokenizer = load_tokenizer(path, model_config.trust_remote_code, padding_side="left")
-                    model = load_causal_lm(path, model_config.trust_remote_code)
+                    model = load_causal_lm(path, model_config.trust_remote_code, dtype=torch_dtype(precision))
                 g = config.generation
                 todo.sort(key=lambda r: -len(r["prompt"]) if isinstance(r["prompt"], str) else 0)
-                chunk = g.batch_size * CHUNK_BATCHES  # save after every chunk: a killed run loses little
+                chunk = (g.batch_size or LARGEST_AUTO_BATCH) * CHUNK_BATCHES  # save after every chunk
                 for start in range(0, len(todo), chunk):
                     part = todo[start:start + chunk]
                     answers = generate_responses(
@@ -124,7 +128,7 @@ def detect_refusals(records: list[dict], detectors: list[str], classifier_path: 
             record["refusal"]["classifier"] = label
 
 
-def add_scores(records: list[dict], scoring) -> dict:
+def add_scores(records: list[dict], scoring, precision: str = "auto") -> dict:
     """Reward and cost of every answer when the folders are configured; returns what was done."""
     from saferlhf.evaluation.scoring import score_with_folder
 
@@ -133,7 +137,8 @@ def add_scores(records: list[dict], scoring) -> dict:
         if not folder:
             continue
         scores, overlong = score_with_folder(folder, [r["prompt"] for r in records], [r["response"] for r in records],
-                                             scoring.max_length, scoring.batch_size, description=f"{key} model")
+                                             scoring.max_length, scoring.batch_size, description=f"{key} model",
+                                             dtype=torch_dtype(precision))
         for record, score in zip(records, scores):
             record[key] = score
         info[key] = {"model": folder, "scored": len(scores), "overlong_truncated": overlong}

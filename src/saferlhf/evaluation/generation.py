@@ -3,7 +3,10 @@
 Prompts are rendered with the model's chat template (:func:`saferlhf.data.templates.render_prompt`),
 sorted by token length (longest first, so batches hold prompts of similar length and a batch that
 does not fit in memory fails at once), left-padded, generated, and put back in their original
-order. ``temperature = 0`` means greedy decoding; otherwise nucleus sampling with ``top_p``, seeded.
+order. ``batch_size = 0`` sizes the batches to the memory available (:func:`auto_batch_size`).
+The model generates in the dtype it was loaded in: callers load a bf16 copy where the hardware has
+bf16 (:mod:`saferlhf.models.precision`; ``bench/generation.py`` measures the gain).
+``temperature = 0`` means greedy decoding; otherwise nucleus sampling with ``top_p``, seeded.
 Only the new tokens are decoded, special tokens removed.
 """
 
@@ -15,17 +18,21 @@ from tqdm.auto import tqdm
 from saferlhf.data.records import Prompt
 from saferlhf.data.templates import render_prompt
 
+LARGEST_AUTO_BATCH = 64  # chosen on bench/generation.py's built-in prompts (docs/speed.md)
+
 
 def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: int = 96, batch_size: int = 8,
                        temperature: float = 0.0, top_p: float = 1.0, seed: int = 42,
                        progress: bool = True, description: str = "generate") -> list[str]:
     """One answer per prompt, in the order of ``prompts``."""
-    if max_new_tokens <= 0 or batch_size <= 0:
-        raise ValueError(f"max_new_tokens and batch_size must be > 0 (got {max_new_tokens}, {batch_size})")
+    if max_new_tokens <= 0 or batch_size < 0:
+        raise ValueError(f"max_new_tokens must be > 0 and batch_size >= 0 (got {max_new_tokens}, {batch_size})")
     if not prompts:
         return []
     texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
     token_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    if batch_size == 0:
+        batch_size = auto_batch_size(model, max(len(ids) for ids in token_ids) + max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
     answers: list[str | None] = [None] * len(prompts)
     device = next(model.parameters()).device
@@ -50,6 +57,33 @@ def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: 
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     model.train(was_training)
     return answers  # type: ignore[return-value]
+
+
+def auto_batch_size(model, sequence_length: int, memory_fraction: float = 0.25,
+                    largest: int | None = None) -> int:
+    """Sequences per ``generate`` batch: as many as fit in ``memory_fraction`` of the free memory, at most
+    ``largest`` (default :data:`LARGEST_AUTO_BATCH`).
+
+    One sequence of ``sequence_length`` tokens holds its KV cache, 2 · layers · kv_heads · head_dim ·
+    length values in the model's dtype, plus two float32 rows of vocabulary logits per step (the
+    logits and the processed scores). The cap exists because ``generate`` keeps computing finished
+    answers until the longest of the batch ends: past it, bigger batches waste more than they gain.
+    """
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = next(model.parameters()).element_size()
+    per_sequence = (2 * config.num_hidden_layers * kv_heads * head_dim * sequence_length * element
+                    + 2 * config.vocab_size * 4)
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return max(1, min(largest or LARGEST_AUTO_BATCH, int(free * memory_fraction // per_sequence)))
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,8 +44,9 @@ def score_pairs(model: ScoreModel, tokenizer, prompts: list, responses: list[str
 
 
 def score_with_folder(folder: str, prompts: list, responses: list[str], max_length: int = 512,
-                      batch_size: int = 16, description: str = "score") -> tuple[list[float], int]:
-    """Load a saved score model folder (weights + tokenizer) and score the pairs."""
-    model = ScoreModel.from_pretrained(folder)
+                      batch_size: int = 16, description: str = "score",
+                      dtype: torch.dtype = torch.float32) -> tuple[list[float], int]:
+    """Load a saved score model folder (weights + tokenizer) in ``dtype`` and score the pairs."""
+    model = ScoreModel.from_pretrained(folder, dtype=dtype)
     tokenizer = load_tokenizer(folder, padding_side="right")
     return score_pairs(model, tokenizer, prompts, responses, max_length, batch_size, description=description)

@@ -25,6 +25,7 @@ import torch
 
 from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
 from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
+from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
 
 GENERATIONS = "generations.jsonl"
@@ -67,7 +68,7 @@ class GenerationConfig:
     """Answer generation (HF ``generate`` with KV cache, left padding)."""
 
     max_new_tokens: int = doc(96, "New tokens per answer (refusals show in the first sentence).")
-    batch_size: int = doc(16, "Prompts per generation batch.")
+    batch_size: int = doc(0, "Prompts per generation batch (0 = sized to the free memory, at most 64).")
     temperature: float = doc(0.0, "0 = greedy decoding; > 0 = sampling.")
     top_p: float = doc(1.0, "Nucleus sampling mass (sampling only).")
     seed: int = doc(42, "Seed for sampling.")
@@ -75,7 +76,7 @@ class GenerationConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
-        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        _check(self.batch_size >= 0, prefix + "batch_size", "must be >= 0 (0 = auto)")
         _check(self.temperature >= 0, prefix + "temperature", "must be >= 0")
         _check(0 < self.top_p <= 1, prefix + "top_p", "must be in (0, 1]")
 
@@ -162,6 +163,8 @@ class EvaluateConfig:
     reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
     reuse_from: list[str] = doc([], "Other generations.jsonl files to reuse answers from (re-score without "
                                      "regenerating); answers are matched by model path, prompt and settings.")
+    precision: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "dtype of the models that generate and score (auto = bf16 where the hardware has it, else fp32).")
     progress: bool = doc(True, "Show progress bars.")
     output_dir: str = doc("runs/evaluate", "Output folder.")
 
@@ -230,7 +233,7 @@ def run(config: EvaluateConfig) -> dict:
     records = annotate.generate_all(config, benchmarks, cache, lambda rows: _save(output_dir, rows))
     generation_time = time.time() - generation_started
     annotate.detect_refusals(records, detectors, config.refusal.classifier_path, config.progress)
-    scoring_info = annotate.add_scores(records, config.scoring)
+    scoring_info = annotate.add_scores(records, config.scoring, config.precision)
     judge_info = annotate.add_judge_scores(records, config.judge, config.progress)
     _save(output_dir, records)
 
@@ -252,6 +255,7 @@ def run(config: EvaluateConfig) -> dict:
     metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
                            "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
                            "models": {m.display_name: m.name_or_path for m in config.models}}
+    metrics["precision"] = resolve_precision(config.precision)
     metrics["generation_time_s"] = generation_time  # includes model loading; ~0 when every answer was reused
     metrics["wall_time_s"] = time.time() - started
     writer.write_metrics(metrics)

@@ -116,7 +116,10 @@ class ScoreModel(nn.Module):
             tokenizer.save_pretrained(folder)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, trust_remote_code: bool = False) -> "ScoreModel":
+    def from_pretrained(cls, folder: str | Path, trust_remote_code: bool = False,
+                        dtype: torch.dtype = torch.float32) -> "ScoreModel":
+        """A saved score model in ``dtype`` (float32 for training; bf16 for a frozen scorer,
+        :mod:`saferlhf.models.precision`)."""
         folder = Path(builtin.resolve(str(folder)))
         if not (folder / SCORE_CONFIG).exists():
             raise FileNotFoundError(f"{folder}: not a saferlhf score model folder (no {SCORE_CONFIG})")
@@ -130,7 +133,7 @@ class ScoreModel(nn.Module):
         unexpected = [k for k in unexpected if not k.startswith("backbone.pooler.")]  # folders saved with it
         if missing or unexpected:
             raise ValueError(f"{folder}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        return model.eval()
+        return model.to(dtype).eval()
 
 
 @dataclass

@@ -44,13 +44,13 @@ class SamplingConfig:
                                      "prompts); 0 = the whole share.")
     max_new_tokens: int = doc(48, "Tokens per sampled answer.")
     temperature: float = doc(0.7, "Sampling temperature (0 = greedy).")
-    batch_size: int = doc(16, "Prompts per generation batch.")
+    batch_size: int = doc(0, "Prompts per generation batch (0 = sized to the free memory, at most 64).")
 
     def validate(self, prefix: str) -> None:
         _check(self.prompts_per_round >= 0, prefix + "prompts_per_round", "must be >= 0")
         _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
         _check(self.temperature >= 0, prefix + "temperature", "must be >= 0")
-        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        _check(self.batch_size >= 0, prefix + "batch_size", "must be >= 0 (0 = auto)")
 
 
 @dataclass
@@ -125,7 +125,7 @@ class PipelineEvalConfig:
                                                     "skipped with a notice).")
     xstest_limit: int = doc(0, "Use only the first N XSTest prompts (0 = all 450).")
     max_new_tokens: int = doc(48, "Tokens per evaluation answer (refusals show in the first sentence).")
-    batch_size: int = doc(32, "Prompts per generation batch.")
+    batch_size: int = doc(0, "Prompts per generation batch (0 = sized to the free memory, at most 64).")
     classifier_path: str = doc("", "A trained refusal classifier folder: its labels join the rule detector's.")
     compare_runs: list[str] = doc([], "Other pipeline output folders whose final policies join the evaluation "
                                       "(e.g. the same run with --algo ppo): what the constraint buys, in one report.")
@@ -133,7 +133,7 @@ class PipelineEvalConfig:
     def validate(self, prefix: str) -> None:
         _check(self.xstest_limit >= 0, prefix + "xstest_limit", "must be >= 0")
         _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
-        _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        _check(self.batch_size >= 0, prefix + "batch_size", "must be >= 0 (0 = auto)")
 
 
 @dataclass
@@ -147,6 +147,9 @@ class PipelineConfig:
     quick: bool = doc(False, "A small run for a smoke test: 1 round, 24 prompts, 4 policy steps, 60 XSTest prompts.")
     seed: int = doc(42, "Seed of sampling, splits and training.")
     num_threads: int = doc(0, "torch CPU threads for every stage (0 = torch default).")
+    precision: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "Every stage: auto = bf16 where the hardware has it (GPU, AVX512-BF16/AMX CPU: bf16 autocast for "
+                "training, bf16 weights for sampling, scoring and frozen models), else fp32.")
     prompts: PromptsConfig = doc(PromptsConfig(), "Training prompts.")
     sampling: SamplingConfig = doc(SamplingConfig(), "Answers to label.")
     annotator: AnnotatorConfig = doc(AnnotatorConfig(), "Decoupled labels.")

@@ -32,7 +32,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def sample_answers(model_path: str, prompts: list[str], path: Path, max_new_tokens: int, temperature: float,
-                   batch_size: int, seed: int) -> list[str]:
+                   batch_size: int, seed: int, precision: str = "auto") -> list[str]:
     """The policy's answer to each prompt; cached in ``path`` (a re-run reuses them)."""
     if path.exists():
         cached = read_jsonl(path)
@@ -40,8 +40,9 @@ def sample_answers(model_path: str, prompts: list[str], path: Path, max_new_toke
             return [row["answer"] for row in cached]
     from saferlhf.evaluation.generation import generate_responses
     from saferlhf.models.loading import load_causal_lm, load_tokenizer
+    from saferlhf.models.precision import torch_dtype
 
-    model = load_causal_lm(model_path)
+    model = load_causal_lm(model_path, dtype=torch_dtype(precision))
     tokenizer = load_tokenizer(model_path, padding_side="left")
     answers = generate_responses(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed=seed,
                                  description="sample answers")

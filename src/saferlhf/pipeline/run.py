@@ -94,7 +94,8 @@ def label_round(config: PipelineConfig, policy: str, rows: list[dict], folder: P
         return
     sampling = config.sampling
     answers = sample_answers(policy, [row["prompt"] for row in rows], folder / "answers.jsonl",
-                             sampling.max_new_tokens, sampling.temperature, sampling.batch_size, config.seed)
+                             sampling.max_new_tokens, sampling.temperature, sampling.batch_size, config.seed,
+                             config.precision)
     records = label_pairs(make_pairs(rows, answers), config.annotator.method, folder, config.annotator.judge)
     write_jsonl(folder / "preferences.jsonl", [record.to_dict() for record in records])
 
@@ -109,7 +110,7 @@ def train_score_model(config: PipelineConfig, kind: str, preference_files: list[
             model=ModelConfig(name_or_path=score.backbone),
             data=DataConfig(train=[DataSource(path=str(p)) for p in preference_files], eval_fraction=score.eval_fraction,
                             split_seed=config.seed, max_length=score.max_length),
-            train=TrainConfig(**{**to_dict(score.train), "seed": config.seed, "num_threads": config.num_threads}),
+            train=TrainConfig(**{**to_dict(score.train), **_shared_train_keys(config)}),
             output_dir=str(folder), resume=True)
         train(stage, kind)
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -132,10 +133,11 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
     p = config.policy
     lagrange = to_dict(p.lagrange)
     if p.cost_threshold == "auto":
-        lagrange["cost_threshold"] = auto_threshold(folder / "cost-model", preferred, config.score_models.max_length)
+        lagrange["cost_threshold"] = auto_threshold(folder / "cost-model", preferred, config.score_models.max_length,
+                                                    config.precision)
         print(f"[saferlhf pipeline] cost threshold d = {lagrange['cost_threshold']:.3f} (mean cost of the "
               f"{len(preferred)} preferred answers)", flush=True)
-    train = {**to_dict(p.train), "seed": config.seed, "num_threads": config.num_threads}
+    train = {**to_dict(p.train), **_shared_train_keys(config)}
     policy_config = from_dict(stage.PolicyStageConfig, {
         "algorithm": p.algorithm,
         "actor": {"name_or_path": policy, "lora": to_dict(p.lora)},
@@ -151,12 +153,19 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
     return str(run_dir / "policy"), _policy_summary(stage.run(policy_config))
 
 
-def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int) -> float:
-    """d = mean C over the preferred answers: the constraint asks the policy to be as harmless as they are."""
+def _shared_train_keys(config: PipelineConfig) -> dict:
+    """The pipeline's own seed, threads and precision override every stage's."""
+    return {"seed": config.seed, "num_threads": config.num_threads, "precision": config.precision}
+
+
+def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int, precision: str = "auto") -> float:
+    """d = mean C over the preferred answers: the constraint asks the policy to be as harmless as they are
+    (scored in the dtype the policy stage's cost scorer uses)."""
     from saferlhf.evaluation.scoring import score_with_folder
+    from saferlhf.models.precision import torch_dtype
 
     costs, _ = score_with_folder(str(cost_model), [p for p, _ in preferred], [a for _, a in preferred], max_length,
-                                 description="cost threshold")
+                                 description="cost threshold", dtype=torch_dtype(precision))
     return float(sum(costs) / len(costs))
 
 
@@ -204,7 +213,7 @@ def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: 
         "refusal": {"detectors": "both" if e.classifier_path else "rules", "classifier_path": e.classifier_path},
         "scoring": {"reward_model": str(folder / "reward-model"), "cost_model": str(folder / "cost-model"),
                     "max_length": config.score_models.max_length},
-        "training_logs": logs, "rounds": rounds, "output_dir": str(output_dir),
+        "training_logs": logs, "rounds": rounds, "output_dir": str(output_dir), "precision": config.precision,
         "reuse_from": [str(Path(path) / "evaluation" / "generations.jsonl") for path in e.compare_runs],
     })
     metrics = run_evaluate(evaluate_config)
@@ -250,7 +259,7 @@ def summary(evaluation: tuple[dict, list[dict]], models: list[tuple[str, str]], 
                                **_harmful_costs(s)}
                         for name, s in per_set.items()}
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"models": table, "rounds": rounds, "policies": dict(models),
+    return {"models": table, "rounds": rounds, "policies": dict(models), "precision": evaluation.get("precision"),
             "wall_time_s": time.perf_counter() - started, "peak_memory_gb": usage / 1024 ** 2}
 
 

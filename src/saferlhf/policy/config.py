@@ -28,6 +28,8 @@ class ScoreSourceConfig:
     normalize: Literal["none", "scale"] = doc(
         "none", "Divide scores by the model's training-set std ('scale' keeps the sign: cost > 0 stays unsafe).")
     batch_size: int = doc(16, "Answers per forward pass when the scorer has to re-tokenise.")
+    dtype: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "dtype the frozen score model is loaded in (auto = bf16 when the run computes in bf16).")
 
     def validate(self, prefix: str) -> None:
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
@@ -57,6 +59,10 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = doc(0.3, "vllm: share of the GPU's memory the engine may take (KV cache "
                                                   "included); the rest stays for training.")
     vllm_max_model_len: int = doc(0, "vllm: longest prompt + answer the engine plans for (0 = data.max_length).")
+    precision: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "hf backend: bf16 = sample from a bf16 copy of the actor refreshed before every rollout (auto = "
+                "when the run computes in bf16, on one process or DDP); the losses' log-probabilities still come "
+                "from the trained model, and the gap is logged as rollout/logprob_gap (docs/policy.md).")
 
     def validate(self, prefix: str) -> None:
         _check(self.prompts_per_step > 0, prefix + "prompts_per_step", "must be > 0")
@@ -92,6 +98,8 @@ class PPOConfig:
     critic_learning_rate: float = doc(5e-6, "Critic learning rate.")
     critic_weight_decay: float = doc(0.0, "Critic AdamW weight decay.")
     critic_lr_scheduler: Literal["cosine", "linear", "constant"] = doc("constant", "Critic learning-rate schedule.")
+    reference_dtype: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "dtype of the frozen reference policy (full fine-tuning; auto = bf16 when the run computes in bf16).")
 
     def validate(self, prefix: str) -> None:
         _check(self.kl_coeff >= 0, prefix + "kl_coeff", "must be >= 0")

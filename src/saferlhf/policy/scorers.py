@@ -60,9 +60,9 @@ class ScoreModelScorer:
     """Sequence scores of a frozen :class:`ScoreModel` (see the module docstring)."""
 
     def __init__(self, folder: str | Path, actor_tokenizer, normalize: str = "none", batch_size: int = 16,
-                 max_length: int = 512, device: torch.device | str = "cpu"):
+                 max_length: int = 512, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.folder = str(folder)
-        self.model = ScoreModel.from_pretrained(folder).to(device).eval().requires_grad_(False)
+        self.model = ScoreModel.from_pretrained(folder, dtype=dtype).to(device).eval().requires_grad_(False)
         self.tokenizer = score_model_tokenizer(folder, self.model)
         self.shares_tokenizer = same_tokenizer(actor_tokenizer, self.tokenizer)
         self.normalize_mode = normalize
@@ -138,10 +138,11 @@ class FunctionScorer:
         return torch.tensor([float(v) for v in values], dtype=torch.float32, device=self.device)
 
 
-def make_scorer(path: str, actor_tokenizer, normalize: str, batch_size: int, max_length: int, device):
-    """A :class:`ScoreModelScorer` for a folder, else a :class:`FunctionScorer`."""
+def make_scorer(path: str, actor_tokenizer, normalize: str, batch_size: int, max_length: int, device,
+                dtype: torch.dtype = torch.float32):
+    """A :class:`ScoreModelScorer` (in ``dtype``) for a folder, else a :class:`FunctionScorer`."""
     if Path(path).is_dir():
-        return ScoreModelScorer(path, actor_tokenizer, normalize, batch_size, max_length, device)
+        return ScoreModelScorer(path, actor_tokenizer, normalize, batch_size, max_length, device, dtype)
     if normalize != "none":
         raise ValueError(f"scorer {path}: normalize={normalize!r} needs a score model folder")
     return FunctionScorer(path, device)

@@ -99,7 +99,7 @@ def run(config: PolicyStageConfig) -> dict:
         _save(trainer, state)
 
     metrics = {"status": "finished", "algorithm": config.algorithm, "steps": trainer.global_step,
-               "lambda": trainer.multiplier.value}
+               "lambda": trainer.multiplier.value, "precision": trainer.precision}
     metrics.update(_summary(output_dir / "log.jsonl") if accelerator.is_main_process else {})
     if trainer.eval_sets:
         after = evaluate(trainer, "after")

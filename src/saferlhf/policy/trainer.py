@@ -39,7 +39,9 @@ from accelerate.utils import DistributedType, set_seed
 
 from saferlhf.data.loading import BUILTIN, load_prompt_source
 from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
+from saferlhf.models.precision import resolve_precision, role_dtype
 from saferlhf.models.score_model import ScoreModel
+from saferlhf.policy import generation_copy
 from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages, make_multiplier
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.lagrange import adopt_shared_state, shared_state
@@ -50,7 +52,7 @@ from saferlhf.policy.ptx import PTXBatches, load_ptx_examples
 from saferlhf.policy.rollout import Rollout, answer_logits, answer_values, sample_rollout
 from saferlhf.policy.scorers import ScoreModelScorer, make_scorer, same_tokenizer
 from saferlhf.training.distributed import broadcast_from_main, full_parameters
-from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler
+from saferlhf.training.setup import enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler
 
 
 def has_active_dropout(model: torch.nn.Module) -> bool:
@@ -89,14 +91,20 @@ class PolicyTrainer:
         self.accelerator = accelerator or make_accelerator(c.train)
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(c.actor.name_or_path, c.actor.trust_remote_code, padding_side="left")
+        self.precision = resolve_precision(c.train.precision)
         actor = apply_lora(load_causal_lm(c.actor.name_or_path, c.actor.trust_remote_code), c.actor.lora, "CAUSAL_LM")
-        self.reference = None if c.actor.lora.enabled else self._frozen(load_causal_lm(c.actor.name_or_path,
-                                                                                          c.actor.trust_remote_code))
+        self.reference = None if c.actor.lora.enabled else self._frozen(load_causal_lm(
+            c.actor.name_or_path, c.actor.trust_remote_code, dtype=role_dtype(c.ppo.reference_dtype, self.precision)))
         scorer_args = dict(actor_tokenizer=self.tokenizer, max_length=c.data.max_length, device=self.device)
         self.reward_scorer = make_scorer(c.reward.path, normalize=c.reward.normalize, batch_size=c.reward.batch_size,
-                                         **scorer_args)
+                                         dtype=role_dtype(c.reward.dtype, self.precision), **scorer_args)
         self.cost_scorer = make_scorer(c.cost.path, normalize=c.cost.normalize, batch_size=c.cost.batch_size,
+                                       dtype=role_dtype(c.cost.dtype, self.precision),
                                        **scorer_args) if c.cost.path else None
+        rollout_dtype = role_dtype(c.rollout.precision, self.precision)
+        self.generation_copy = None  # made before accelerator.prepare patches the actor's forward
+        if c.rollout.backend == "hf" and rollout_dtype != torch.float32 and generation_copy.supported(self.accelerator):
+            self.generation_copy = generation_copy.GenerationCopy(actor, rollout_dtype, self.device)
         critics = {name: self._initial_critic(name) for name in self.spec.critics}
 
         self.prompts = [p for source in c.data.train for p in load_prompt_source(source)]
@@ -128,6 +136,7 @@ class PolicyTrainer:
         self.optimizers, self.schedulers = {}, {}
         for name, model in self.models.items():
             train = c.train if name == "actor" else critic_train
+            enable_gradient_checkpointing(model, c.train)
             optimizer = make_optimizer(model, train)
             self.schedulers[name] = make_scheduler(optimizer, train, optimizer_steps)
             self.models[name], self.optimizers[name] = self.accelerator.prepare(model, optimizer)
@@ -216,7 +225,13 @@ class PolicyTrainer:
         if self.vllm is not None:  # weights are copied into the engine when they changed (after each update)
             rollout = self.vllm.generate(self.models["actor"], prompts, weights_version=self.global_step)
         else:
-            with full_parameters(self.accelerator, self.models["actor"]) as actor, self.accelerator.autocast():
+            with contextlib.ExitStack() as context:
+                if self.generation_copy is not None:
+                    self.generation_copy.refresh()
+                    actor = self.generation_copy.model
+                else:
+                    actor = context.enter_context(full_parameters(self.accelerator, self.models["actor"]))
+                    context.enter_context(self.accelerator.autocast())
                 rollout = sample_rollout(
                     actor, self.tokenizer, prompts, samples_per_prompt=c.samples_per_prompt,
                     max_length=c.data.max_length, max_new_tokens=c.rollout.max_new_tokens,
@@ -240,6 +255,8 @@ class PolicyTrainer:
                  "response_length": mask.float().sum(-1).mean(), **update_metrics}
         if experience.cost is not None:
             local.update(cost=experience.cost.mean(), unsafe_share=(experience.cost > 0).float().mean())
+        if self.generation_copy is not None:
+            local["rollout/logprob_gap"] = torch.tensor(self.rollout_log_prob_gap(experience), device=self.device)
         window = self.multiplier.window.costs  # this process's own numbers, for tracking.per_process_log
         self.process_record.update({"lambda": lagrange_multiplier, "episode_cost": episode_cost,
                                     "window_mean_local": sum(window) / len(window) if window else math.nan,
@@ -277,6 +294,17 @@ class PolicyTrainer:
                 model.train()
         return Experience(rollout, reward, cost, torch.cat(old) if old else None, torch.cat(ref),
                           {name: torch.cat(v).float() for name, v in values.items()})
+
+    @torch.no_grad()
+    def rollout_log_prob_gap(self, experience: Experience) -> float:
+        """Mean |log π_copy − log π_θ| per answer token: how far the sampler was from the trained policy
+        (:mod:`saferlhf.policy.generation_copy`; the copy still holds the pre-update weights here)."""
+        rollout, size = experience.rollout, self.config.train.batch_size
+        copy_log_probs = torch.cat([
+            gather_log_probs(answer_logits(self.generation_copy.model, part), part.response_ids)
+            for part in (rollout.select(range(start, min(start + size, len(rollout))))
+                         for start in range(0, len(rollout), size))])
+        return generation_copy.log_prob_gap(copy_log_probs, experience.old_log_probs, rollout.response_mask)
 
     def reference_log_probs(self, actor, part: Rollout) -> torch.Tensor:  # (B, T)
         if self.reference is not None:

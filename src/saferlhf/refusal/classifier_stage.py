@@ -32,6 +32,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from saferlhf.config import ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.split import split_records
 from saferlhf.models.loading import apply_lora
+from saferlhf.models.precision import resolve_precision
 from saferlhf.refusal.agreement import agreement_metrics, confusion
 from saferlhf.refusal.classifier import (TECHNICAL_REFUSAL, RefusalClassifier, class_names, correct_priors,
                                          fold_probabilities)
@@ -182,8 +183,7 @@ def _kind_confusion(examples: list[RefusalExample], predicted_kinds: list[str | 
 
 def _training_args(config: RefusalClassifierConfig, checkpoints: Path, has_eval: bool) -> TrainingArguments:
     train = config.train
-    bf16 = train.precision == "bf16" or (
-        train.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    precision = resolve_precision(train.precision)
     strategy = ("steps" if train.eval_steps > 0 else "epoch") if has_eval else "no"
     return TrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=train.epochs, max_steps=train.max_steps or -1,
@@ -191,7 +191,9 @@ def _training_args(config: RefusalClassifierConfig, checkpoints: Path, has_eval:
         warmup_steps=train.warmup_ratio, max_grad_norm=train.max_grad_norm,
         per_device_train_batch_size=train.batch_size, per_device_eval_batch_size=train.eval_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps, seed=train.seed,
-        bf16=bf16, fp16=train.precision == "fp16", logging_steps=train.logging_steps,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # bf16 on a CPU with AVX512-BF16 / AMX
+        logging_steps=train.logging_steps, gradient_checkpointing=train.gradient_checkpointing,
         eval_strategy=strategy, eval_steps=train.eval_steps or None, save_strategy=strategy,
         save_steps=train.eval_steps or None, save_total_limit=1, load_best_model_at_end=has_eval,
         metric_for_best_model=f"eval_{config.selection_metric}" if has_eval else None,

@@ -28,13 +28,15 @@ from tqdm.auto import tqdm
 from saferlhf.config import DataConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.loading import load_preference_data
 from saferlhf.models.loading import apply_lora, load_tokenizer
+from saferlhf.models.precision import resolve_precision
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import RunWriter
 from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
 from saferlhf.training.score_losses import cost_loss, reward_loss
 from saferlhf.training.score_metrics import save_histogram, score_metrics
-from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler, total_steps
+from saferlhf.training.setup import (enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler,
+                                    total_steps)
 
 
 @dataclass
@@ -94,6 +96,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     model = ScoreModel.from_backbone(config.model.name_or_path, kind=kind, pooling=config.pooling,
                                      trust_remote_code=config.model.trust_remote_code)
     model.backbone = apply_lora(model.backbone, config.model.lora, task_type="FEATURE_EXTRACTION")
+    enable_gradient_checkpointing(model, config.train)
     if config.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -184,6 +187,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     unwrapped.score_config.score_mean, unwrapped.score_config.score_std = mean, std
     metrics.update({
         "kind": kind,
+        "precision": resolve_precision(config.train.precision),
         "num_train_pairs": len(train_pairs),
         "train_steps": state["step"],
         "train_seconds": train_seconds,

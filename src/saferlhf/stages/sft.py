@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
@@ -106,9 +108,10 @@ def run(config: SFTStageConfig) -> dict:
         eval_steps=config.train.eval_steps or None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # bf16 on a CPU with AVX512-BF16 / AMX
         max_length=config.max_length,
         completion_only_loss=True,
-        gradient_checkpointing=False,
+        gradient_checkpointing=config.train.gradient_checkpointing,
         report_to="none",
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,

@@ -1,8 +1,9 @@
 """Accelerator, optimiser and schedule from a :class:`~saferlhf.config.TrainConfig`.
 
 Shared by every hand-written training loop (score models, refusal classifier, policy). Mixed
-precision comes from Accelerate: ``precision="auto"`` picks bf16 autocast on GPUs that support it
-and full fp32 elsewhere (the CPU), so the same config runs on a laptop and a cluster.
+precision comes from Accelerate: ``precision="auto"`` picks bf16 autocast where the hardware computes
+bf16 natively (GPUs, and CPUs with AVX512-BF16 / AMX, :mod:`saferlhf.models.precision`) and full fp32
+elsewhere, so the same config runs on a laptop and a cluster.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from saferlhf.config import TrainConfig
+from saferlhf.models.precision import resolve_precision
 from saferlhf.training.distributed import check_process_group, use_cpu_process_group_if_no_gpu
 
 
 def mixed_precision(precision: str) -> str:
     """Accelerate's ``mixed_precision`` value for a config ``precision``."""
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[resolve_precision(precision)]
 
 
 def make_accelerator(train: TrainConfig, **kwargs) -> Accelerator:
@@ -40,12 +40,27 @@ def make_accelerator(train: TrainConfig, **kwargs) -> Accelerator:
         **kwargs,
     )
     check_process_group(accelerator)
+    if accelerator.is_main_process:
+        print(f"[saferlhf] precision: {resolve_precision(train.precision)} (precision={train.precision}; "
+              f"{'bf16 autocast, float32 master weights' if accelerator.mixed_precision == 'bf16' else 'no autocast'})",
+              flush=True)
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None and plugin.is_auto("train_micro_batch_size_per_gpu"):
         # our loops prepare models without a DataLoader, from which Accelerate would read this value
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train.batch_size
     set_seed(train.seed)  # the same on every process: identical initial weights everywhere
     return accelerator
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module, train: TrainConfig) -> torch.nn.Module:
+    """Hugging Face gradient checkpointing (non-reentrant, so LoRA needs no input gradients) on a trained
+    model, or on a score model's backbone, when ``train.gradient_checkpointing``; returns ``model``."""
+    if train.gradient_checkpointing:
+        target = getattr(model, "backbone", model)
+        if not getattr(target, "supports_gradient_checkpointing", True):
+            raise ValueError(f"train.gradient_checkpointing: {type(target).__name__} does not support it")
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig, learning_rate: float | None = None) -> torch.optim.Optimizer:
