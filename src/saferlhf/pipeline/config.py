@@ -14,8 +14,8 @@ from typing import Literal
 
 from saferlhf.annotation.judge import PairJudgeConfig
 from saferlhf.config import DataSource, LoraConfig, TrainConfig, _check, doc, validate_sections
-from saferlhf.policy.config import (Algorithm, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig, PPOConfig,
-                                    RolloutConfig)
+from saferlhf.policy.config import (Algorithm, ConstraintConfig, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig,
+                                    PPOConfig, RolloutConfig)
 
 
 @dataclass
@@ -101,6 +101,11 @@ class PipelinePolicyConfig:
         "auto", "auto: d = the cost model's mean score over the round's preferred answers (the safe answer of each "
                 "pair, else the more helpful one), i.e. 'be as harmless as the labels prefer'; fixed: "
                 "lagrange.cost_threshold.")
+    over_refusal_threshold: float | None = doc(
+        None, "Add the constraint 'over_refusal': false-refusal rate on the round's harmless training prompts "
+              "(over-refusal cost, refusal detector) <= this, its λ with the lagrange settings; unset = off.")
+    constraints: list[ConstraintConfig] = doc([], "Further constraints for train-policy (its `constraints` key); "
+                                                   "labels default to the round's labelled prompts.")
     ptx_coeff: float = doc(1.0, "Weight of the PTX term on the round's preferred answers (0 = off); see docs/pipeline.md.")
     ptx_batch_size: int = doc(0, "Preferred answers per PTX micro-batch (0 = train.batch_size).")
     train: PolicyTrainConfig = doc(
@@ -114,6 +119,10 @@ class PipelinePolicyConfig:
         _check(self.ptx_coeff >= 0, prefix + "ptx_coeff", "must be >= 0")
         _check(self.ptx_batch_size >= 0, prefix + "ptx_batch_size", "must be >= 0")
         _check(self.train.max_steps > 0, prefix + "train.max_steps", "must be > 0 (policy steps per round)")
+        _check(self.over_refusal_threshold is None or 0.0 <= self.over_refusal_threshold <= 1.0,
+               prefix + "over_refusal_threshold", "must be a rate in [0, 1]")
+        for i, item in enumerate(self.constraints):
+            item.validate(f"{prefix}constraints[{i}].")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from saferlhf.pipeline.config import PipelineConfig
 from saferlhf.pipeline.labels import (WaitingForLabels, label_pairs, make_pairs, preferred_answer, read_jsonl,
                                       sample_answers, write_jsonl)
 from saferlhf.pipeline.prompts import training_prompts
+from saferlhf.policy.config import OVER_REFUSAL
 from saferlhf.runio import RunWriter
 
 HELDOUT = "heldout"  # the evaluation set of the built-in held-out prompts
@@ -125,7 +126,7 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists() and json.loads(metrics_file.read_text()).get("status") == "finished":
         return str(run_dir / "policy"), _policy_summary(json.loads(metrics_file.read_text()))
-    write_jsonl(folder / "prompts.jsonl", [{"prompt": row["prompt"]} for row in rows])
+    write_jsonl(folder / "prompts.jsonl", [{key: row[key] for key in ("prompt", "label", "category")} for row in rows])
     preferred = [(r["prompt"], preferred_answer(r)) for path in preference_files for r in read_jsonl(path)]
     preferred = [(p, a) for p, a in preferred if a is not None]
     write_jsonl(folder / "preferred.jsonl", [{"prompt": p, "response": a} for p, a in preferred])
@@ -143,12 +144,24 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
         "data": {"train": [{"path": str(folder / "prompts.jsonl"), "format": "prompts"}],
                  "max_length": config.score_models.max_length},
         "rollout": to_dict(p.rollout), "ppo": to_dict(p.ppo), "critic_free": to_dict(p.critic_free),
-        "lagrange": lagrange, "train": train,
+        "lagrange": lagrange, "constraints": policy_constraints(p, folder / "prompts.jsonl"), "train": train,
         "ptx": {"data": [{"path": str(folder / "preferred.jsonl")}] if p.ptx_coeff > 0 else [], "coeff": p.ptx_coeff,
                 "batch_size": p.ptx_batch_size},
         "output_dir": str(run_dir), "resume": True,
     })
     return str(run_dir / "policy"), _policy_summary(stage.run(policy_config))
+
+
+def policy_constraints(p, labelled_prompts: Path) -> list[dict]:
+    """``policy.constraints`` plus, with ``policy.over_refusal_threshold``, the over-refusal constraint; labels
+    (harmless or not, category) default to the round's own labelled prompts."""
+    constraints = [to_dict(item) for item in p.constraints]
+    if p.over_refusal_threshold is not None:
+        constraints.append({"name": "over_refusal", "cost": {"path": OVER_REFUSAL},
+                            "lagrange": {**to_dict(p.lagrange), "cost_threshold": p.over_refusal_threshold}})
+    for item in constraints:
+        item["labels"] = item.get("labels") or [{"path": str(labelled_prompts)}]
+    return constraints
 
 
 def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int) -> float:
@@ -163,7 +176,8 @@ def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int) ->
 def _policy_summary(metrics: dict) -> dict:
     keys = ("algorithm", "steps", "lambda", "final/reward", "final/cost", "final/kl", "final/episode_cost",
             "final/cost_threshold")
-    return {key: metrics.get(key) for key in keys if key in metrics}
+    per_constraint = [key for key in metrics if key.startswith(("lambda/", "final/cost/", "final/episode_cost/"))]
+    return {key: metrics.get(key) for key in (*keys, *per_constraint) if key in metrics}
 
 
 def evaluation_sets(config: PipelineConfig, output_dir: Path) -> list[dict]:
