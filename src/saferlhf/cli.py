@@ -32,6 +32,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                      "policy optimisation: ppo-lag, ppo, reward-shaping, critic-free"),
     "evaluate": ("saferlhf.evaluation.stage:EvaluateConfig", "saferlhf.evaluation.stage:run",
                  "generate and score answers on harm / over-refusal benchmarks; writes a report"),
+    "safety-test": ("saferlhf.evaluation.safety_test:SafetyTestConfig", "saferlhf.evaluation.safety_test:run",
+                    "pass/fail a model on held-out prompts: upper confidence bounds on its mean cost and "
+                    "harmful-compliance rate against thresholds (HC-RLHF)"),
     "train-refusal-classifier": ("saferlhf.refusal.classifier_stage:RefusalClassifierConfig",
                                  "saferlhf.refusal.classifier_stage:run", "train the learned refusal classifier"),
     "annotate": ("saferlhf.annotation.stage:AnnotateConfig", "saferlhf.annotation.stage:run",
