@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "train the cost (harm) model; cost > 0 means unsafe"),
     "score": ("saferlhf.stages.score:ScoreCommandConfig", "saferlhf.stages.score:run",
               "score (prompt, response) pairs with a trained reward or cost model"),
+    "ches": ("saferlhf.stages.ches:CHESConfig", "saferlhf.stages.ches:run",
+             "CHES and length-normalised CHES of every preference pair (likelihood displacement; Razin et al. 2024)"),
     "memory": ("saferlhf.memory:MemoryConfig", "saferlhf.memory:run",
                "expected memory per GPU of a run (model size, algorithm, precision, LoRA, ZeRO stage)"),
     "train-policy": ("saferlhf.policy.stage:PolicyStageConfig", "saferlhf.policy.stage:run",
