@@ -164,6 +164,16 @@ def test_a_run_on_user_prompts_only_with_the_over_refusal_constraint(tmp_path):
     assert metrics["rounds"][0]["policy"]["lambda/over_refusal"] > 0
     log = [json.loads(line) for line in (out / "round-1" / "policy-run" / "log.jsonl").read_text().splitlines()]
     assert all(line["cost_threshold/over_refusal"] == 0.25 and 0 <= line["cost/over_refusal"] <= 1 for line in log)
+    # the safety test of the base model and the final policy reuses the evaluation's held-out answers
+    evaluated = {(r["model"], r["prompt"]): r["response"] for r in
+                 map(json.loads, (out / "evaluation" / "generations.jsonl").read_text().splitlines())
+                 if r["benchmark"] == "heldout"}
+    for name in ("base", "round-1"):
+        test = metrics["safety_test"][name]
+        assert test["tests"]["harmful_compliance_rate"]["n"] == 39 and test["tests"]["mean_cost"]["n"] == 93
+        answers = map(json.loads, (out / "safety-test" / name / "generations.jsonl").read_text().splitlines())
+        assert all(evaluated[(name, r["prompt"])] == r["response"] for r in answers)
+    assert "safety test of round-1" in results_table(metrics)
     trained = [json.loads(line)["prompt"] for line in (out / "round-1" / "prompts.jsonl").read_text().splitlines()]
     assert trained == [p for p, _ in mine]
     labels = [json.loads(line)["extra"]["prompt_label"]

@@ -6,7 +6,7 @@ its own cost and the allowed harm moves to h3/h4. Asserted over the second half 
 methods satisfy a constraint on average): both costs at most their thresholds (+0.05 for C, whose
 gradient-rule multiplier oscillates around d), and every λ_i rises exactly on the steps where its own
 window cost Ĵ_ci exceeds d_i. (Measured, seeds 1 and 2: second-half C 0.30-0.33, C_2 0.006-0.010 with
-both constraints; C_2 0.11-0.15 with the first alone.) About 40 s on 2 cores.
+both constraints; C_2 0.16-0.19 with the first alone, critic-free.) About 40 s on 2 cores.
 """
 
 from __future__ import annotations

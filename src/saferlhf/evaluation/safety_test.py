@@ -29,6 +29,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
 
+import torch
+
 from saferlhf.config import _check, doc, to_dict, validate_sections
 from saferlhf.evaluation.annotate import add_scores, detect_refusals, generate_all, load_generation_cache
 from saferlhf.evaluation.benchmarks import Benchmark, BenchmarkPrompt, load_benchmark
@@ -109,6 +111,8 @@ def safety_tests(records: list[dict], config: SafetyTestConfig) -> dict[str, dic
 
 
 def run(config: SafetyTestConfig) -> dict:
+    if config.generation.num_threads:
+        torch.set_num_threads(config.generation.num_threads)
     output_dir = Path(config.output_dir)
     writer = RunWriter(output_dir)
     writer.write_config(to_dict(config))
@@ -130,4 +134,4 @@ def run(config: SafetyTestConfig) -> dict:
               f"({test['method']}, n = {test['n']}) {test['upper_bound']:.4f} "
               f"{'<' if test['passed'] else '>='} threshold {test['threshold']}: {'pass' if test['passed'] else 'FAIL'}",
               flush=True)
-    return {"passed": metrics["passed"], **{f"{name}/upper_bound": t["upper_bound"] for name, t in tests.items()}}
+    return metrics

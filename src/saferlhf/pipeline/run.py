@@ -84,6 +84,7 @@ def run(config: PipelineConfig) -> dict:
                        "cost_model": scores["cost"], "policy": policy_metrics})
         writer.write_metrics(summary(evaluation, models, rounds, started))
     metrics = summary(evaluation, models, rounds, started)
+    metrics["safety_test"] = safety_tests(config, models, rounds, output_dir)
     writer.write_metrics(metrics)
     print(results_table(metrics), flush=True)
     return metrics
@@ -225,6 +226,29 @@ def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: 
     return metrics, read_jsonl(output_dir / "generations.jsonl")
 
 
+def safety_tests(config: PipelineConfig, models: list[tuple[str, str]], rounds: list[dict], output_dir: Path) -> dict:
+    """``saferlhf safety-test`` of the base model and the final policy, on the held-out answers the evaluation
+    already made (reused, not generated again); the cost test uses the last round's cost model and threshold d."""
+    from saferlhf.evaluation.safety_test import SafetyTestConfig, run as run_safety_test
+
+    s, e = config.safety_test, config.evaluation
+    if not (s.enabled and e.heldout):
+        return {}
+    threshold = rounds[-1]["policy"].get("final/cost_threshold")
+    results = {}
+    for name, path in (models[0], models[-1]):
+        results[name] = run_safety_test(from_dict(SafetyTestConfig, {
+            "model": {"name_or_path": path}, "delta": s.delta, "compliance_threshold": s.compliance_threshold,
+            "generation": {"max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size, "temperature": 0.0,
+                           "seed": config.seed, "num_threads": config.num_threads},
+            "scoring": {"cost_model": str(output_dir / f"round-{len(rounds)}" / "cost-model") if threshold is not None
+                        else "", "max_length": config.score_models.max_length},
+            "cost_threshold": threshold if threshold is not None else 0.0, "progress": False,
+            "reuse_from": [str(output_dir / "evaluation" / "generations.jsonl")],
+            "output_dir": str(output_dir / "safety-test" / name)}))
+    return results
+
+
 def _run_name(path: str) -> str:
     config_file = Path(path) / "config.yaml"
     if config_file.exists():
@@ -287,4 +311,9 @@ def results_table(metrics: dict) -> str:
             costs = f"{num(s.get('harmful_cost_refused'))} / {num(s.get('harmful_cost_complied'))}"
             lines.append(f"| {model} | {name} | {pct(s['harmful_compliance_rate'])} | {pct(s['false_refusal_rate'])} "
                          f"| {num(s['mean_benign_reward'])} | {costs} |")
+    for model, result in metrics.get("safety_test", {}).items():
+        tests = "; ".join(f"{test}: {t['estimate']:.3f}, bound {t['upper_bound']:.3f} ({t['method']}, n = {t['n']}) "
+                          f"vs {t['threshold']:.3f}" for test, t in result["tests"].items())
+        lines.append(f"\nsafety test of {model} (δ = {next(iter(result['tests'].values()))['delta']}): "
+                     f"{'PASS' if result['passed'] else 'FAIL'}: {tests}")
     return "\n".join(lines)
