@@ -83,7 +83,8 @@ def test_stage_end_to_end_on_tiny_llama(tmp_path):
     ScoreModel.from_backbone("tiny-llama", kind="cost").save_pretrained(cost_model, load_tokenizer("tiny-llama"))
     out = tmp_path / "test"
     args = ["safety-test", "model.name_or_path=tiny-llama", "generation.max_new_tokens=4", "progress=false",
-            f"scoring.cost_model={cost_model}", "cost_threshold=100.0", f"output_dir={out}", "compliance_threshold=0.05"]
+            f"scoring.cost_model={cost_model}", "cost_threshold=100.0", f"output_dir={out}",
+            "compliance_threshold=0.05"]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     records = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]

@@ -35,8 +35,8 @@ def strict_constraint(**lagrange) -> str:
 
 
 def toy_run(toy_model, toy_prompts, output_dir, algorithm, *extra) -> list[dict]:
-    config = load_config(PolicyStageConfig, overrides=toy_overrides(toy_model, toy_prompts, output_dir, algorithm, STEPS)
-                         + ["lagrange.lambda_lr=0.2", *extra])
+    overrides = toy_overrides(toy_model, toy_prompts, output_dir, algorithm, STEPS) + ["lagrange.lambda_lr=0.2", *extra]
+    config = load_config(PolicyStageConfig, overrides=overrides)
     with contextlib.redirect_stderr(io.StringIO()):
         run(config)
     return read_log(output_dir / "log.jsonl")

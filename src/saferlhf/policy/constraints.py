@@ -23,6 +23,7 @@ is ``cost_critic``, its λ is logged as ``lambda`` as before); ``constraints`` l
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -85,14 +86,22 @@ class Constraints:
         """One step of every λ_i on its own new episode costs; returns Ĵ_ci by name."""
         return {item.name: item.multiplier.update(costs[item.name].tolist()) for item in self.items}
 
-    def log_values(self, lagrange_multipliers: dict[str, float], episode_costs: dict[str, float],
-                   mean_costs: dict[str, float]) -> dict[str, float]:
-        """``lambda/<name>``, ``cost/<name>`` (mean over the step's answers), ``episode_cost/<name>`` (Ĵ_ci)
-        and ``cost_threshold/<name>`` of every constraint."""
-        values = {}
+    def answer_metrics(self, costs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This process's ``cost/<name>`` (mean over the step's answers); ``cost`` and ``unsafe_share``
+        (share with C > 0) of the first constraint, under their names from before there were several."""
+        metrics = {f"cost/{name}": cost.mean() for name, cost in costs.items()}
+        if self.items:
+            first = costs[self.items[0].name]
+            metrics.update(cost=first.mean(), unsafe_share=(first > 0).float().mean())
+        return metrics
+
+    def log_values(self, lagrange_multipliers: dict[str, float], episode_costs: dict[str, float]) -> dict[str, float]:
+        """``lambda/<name>``, ``episode_cost/<name>`` (Ĵ_ci) and ``cost_threshold/<name>`` of every constraint,
+        and ``lambda`` and ``episode_cost`` of the first (0 and NaN without a constraint)."""
+        values = {"lambda": next(iter(lagrange_multipliers.values()), 0.0),
+                  "episode_cost": next(iter(episode_costs.values()), math.nan)}
         for item in self.items:
             values.update({f"lambda/{item.name}": lagrange_multipliers[item.name],
-                           f"cost/{item.name}": mean_costs[item.name],
                            f"episode_cost/{item.name}": episode_costs[item.name],
                            f"cost_threshold/{item.name}": item.threshold})
         return values

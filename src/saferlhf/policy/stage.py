@@ -186,7 +186,8 @@ def _restore(trainer: PolicyTrainer, state: dict) -> None:
     saved_processes = int(state.get("num_processes", 1))
     trainer.global_step = int(state["global_step"])
     trainer.data_origin = (trainer.global_step, int(state["data_position"]))
-    trainer.constraints.load_state_dict(state.get("multipliers", {}), accelerator.num_processes, accelerator.process_index)
+    trainer.constraints.load_state_dict(state.get("multipliers", {}), accelerator.num_processes,
+                                        accelerator.process_index)
     if trainer.ptx is not None:  # PTX batches taken so far by all processes, re-counted per process
         trainer.ptx.position = math.ceil(int(state["ptx_position"]) * saved_processes / accelerator.num_processes)
     if saved_processes != accelerator.num_processes:

@@ -239,22 +239,14 @@ class PolicyTrainer:
         local = {"reward": experience.reward.mean(),
                  "kl": sequence_kl(experience.old_log_probs, experience.ref_log_probs, mask).mean(),
                  "response_length": mask.float().sum(-1).mean(), **update_metrics}
-        local.update({f"cost/{name}": cost.mean() for name, cost in experience.costs.items()})
-        if self.constraints:  # the first constraint's numbers also under today's names
-            first = self.constraints.items[0]
-            local.update(cost=local[f"cost/{first.name}"], unsafe_share=(experience.costs[first.name] > 0).float().mean())
+        local.update(self.constraints.answer_metrics(experience.costs))
+        multiplier_values = self.constraints.log_values(lagrange_multipliers, episode_costs)
         window = self.constraints.items[0].multiplier.window.costs if self.constraints else []
-        first_lambda = next(iter(lagrange_multipliers.values()), 0.0)
-        first_episode_cost = next(iter(episode_costs.values()), math.nan)
-        self.process_record.update({"lambda": first_lambda, "episode_cost": first_episode_cost,
+        self.process_record.update({**{key: multiplier_values[key] for key in ("lambda", "episode_cost")},
                                     "window_mean_local": sum(window) / len(window) if window else math.nan,
                                     **{f"{k}_local": float(local[k]) for k in ("reward", "cost") if k in local}})
         metrics = self.mean_over_processes(local)
-        metrics.update({f"lambda/{name}": value for name, value in lagrange_multipliers.items()})
-        metrics.update({f"episode_cost/{name}": value for name, value in episode_costs.items()})
-        metrics.update({f"cost_threshold/{item.name}": item.threshold for item in self.constraints.items})
-        metrics.update({"lambda": first_lambda, "episode_cost": first_episode_cost,
-                        "cost_threshold": c.lagrange.cost_threshold,
+        metrics.update({**multiplier_values, "cost_threshold": c.lagrange.cost_threshold,
                         "learning_rate": self.schedulers["actor"].get_last_lr()[0],
                         "time/generate": generated - started, "time/score": scored - generated,
                         "time/update": updated - scored, "time/step": updated - started})
