@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "train the cost (harm) model; cost > 0 means unsafe"),
     "score": ("saferlhf.stages.score:ScoreCommandConfig", "saferlhf.stages.score:run",
               "score (prompt, response) pairs with a trained reward or cost model"),
+    "dpo": ("saferlhf.stages.dpo:DPOStageConfig", "saferlhf.stages.dpo:run",
+            "DPO on the helpfulness or safety labels, or SACPO (both, stepwise), on TRL's DPOTrainer"),
     "ches": ("saferlhf.stages.ches:CHESConfig", "saferlhf.stages.ches:run",
              "CHES and length-normalised CHES of every preference pair (likelihood displacement; Razin et al. 2024)"),
     "memory": ("saferlhf.memory:MemoryConfig", "saferlhf.memory:run",

@@ -50,5 +50,5 @@ def test_command_adds_the_columns_and_names_a_bad_row(tmp_path):
     assert written[1]["ches"] == pytest.approx(ches_scores(chosen, rejected)[0], rel=1e-6)
     assert all(isinstance(row["ches_normalized"], float) for row in written)
     pairs.write_text(pairs.read_text() + json.dumps({**rows[0], "better_response_id": None}) + "\n")
-    with pytest.raises(ValueError, match=r"pairs.jsonl:3: .*helpfulness"):
+    with pytest.raises(ValueError, match=r"pairs.jsonl:3: .*better_response_id"):
         main(["ches", f"input={pairs}", "model=tiny-llama", f"output={out}", "progress=false"])

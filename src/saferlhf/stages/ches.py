@@ -20,7 +20,8 @@ on (:func:`saferlhf.data.templates.encode`: chat template, end-of-turn token inc
 
 ``saferlhf ches input=PAIRS.jsonl model=MODEL output=OUT.jsonl`` writes every input row with
 ``ches`` and ``ches_normalized`` added, in the input's order; a row without the chosen preference
-label stops the command with its ``file:line``.
+label stops the command with its ``file:line``. :func:`drop_highest_ches` is the filter ``saferlhf
+dpo`` applies with ``ches_drop_fraction``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from saferlhf.config import _check, doc
 from saferlhf.data.adapters import to_records
 from saferlhf.data.readers import read_rows
 from saferlhf.data.templates import encode
-from saferlhf.data.validation import check_record
+from saferlhf.data.records import PreferenceRecord
+from saferlhf.data.validation import validate_records
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
 
 
@@ -83,22 +85,38 @@ class CHESConfig:
         _check(self.max_length > 8, prefix + "max_length", "must be > 8")
 
 
+def pair_ches(model, tokenizer, record: PreferenceRecord, preference: str, max_length: int) -> tuple[float, float]:
+    """``(CHES, length-normalised CHES)`` of one record, y⁺ by ``better_response_id`` or ``safer_response_id``."""
+    chosen = record.better_response_id if preference == "better" else record.safer_response_id
+    hidden = [answer_hidden_states(model, tokenizer, record.prompt, record.response(i), max_length)
+              for i in (chosen, 1 - chosen)]
+    return ches_scores(*hidden)
+
+
+def drop_highest_ches(model, tokenizer, records: list[PreferenceRecord], preference: str, fraction: float,
+                      max_length: int, progress: bool = True) -> list[PreferenceRecord]:
+    """The records without the ``fraction`` of highest CHES (the paper's filter before DPO), in their order."""
+    scores = [pair_ches(model, tokenizer, r, preference, max_length)[0]
+              for r in tqdm(records, desc="ches", disable=not progress)]
+    dropped = set(sorted(range(len(records)), key=lambda i: -scores[i])[:int(fraction * len(records))])
+    return [record for i, record in enumerate(records) if i not in dropped]
+
+
+def labelled(records: list[PreferenceRecord], preference: str) -> list[PreferenceRecord]:
+    """``records`` when every one has the label ``preference`` needs; else the error names the rows."""
+    need = "helpfulness" if preference == "better" else "harmlessness"
+    kept, _ = validate_records(records, policy="error", need=need)
+    return kept
+
+
 def run(config: CHESConfig) -> dict:
     rows = read_rows(config.input)
-    records = to_records(rows, config.format, config.input)
-    need = "helpfulness" if config.preference == "better" else "harmlessness"
-    for record in records:
-        problems = check_record(record, need)
-        if problems:
-            raise ValueError(f"{record.source}: {problems[0][0]}: {problems[0][1]} (ches needs the {need} label)")
+    records = labelled(to_records(rows, config.format, config.input), config.preference)
     tokenizer = load_tokenizer(config.model)
     model = load_causal_lm(config.model).eval()
     scored = []
     for raw, record in tqdm(list(zip(rows, records)), desc="ches", disable=not config.progress):
-        chosen = record.better_response_id if config.preference == "better" else record.safer_response_id
-        hidden = [answer_hidden_states(model, tokenizer, record.prompt, record.response(i), config.max_length)
-                  for i in (chosen, 1 - chosen)]
-        ches, normalized = ches_scores(*hidden)
+        ches, normalized = pair_ches(model, tokenizer, record, config.preference, config.max_length)
         scored.append({**raw.row, "ches": ches, "ches_normalized": normalized})
     Path(config.output).parent.mkdir(parents=True, exist_ok=True)
     Path(config.output).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in scored))
