@@ -131,6 +131,8 @@ class LagrangeConfig:
     lambda_max: float = doc(5.0, "Upper bound of λ (0 = none).")
     update_delay_steps: int = doc(0, "Policy steps before λ starts to move.")
     episode_cost_window: int = doc(128, "Ĵ_c is the mean cost of this many most recent episodes (per process).")
+    pessimistic_delta: float = doc(0.0, "> 0: Ĵ_c is the Student-t (1 - δ) upper bound on the window's mean cost "
+                                        "(HC-RLHF's pessimistic constraint); 0 = the mean (reference).")
     pid_kp: float = doc(0.1, "pid: proportional gain (not in the reference; OmniSafe's default).")
     pid_ki: float = doc(0.1, "pid: integral gain (chosen to match the gradient rule's step at λ = 1).")
     pid_kd: float = doc(0.01, "pid: derivative gain (OmniSafe's default).")
@@ -144,6 +146,7 @@ class LagrangeConfig:
         _check(self.lambda_max >= 0, prefix + "lambda_max", "must be >= 0")
         _check(self.update_delay_steps >= 0, prefix + "update_delay_steps", "must be >= 0")
         _check(self.episode_cost_window > 0, prefix + "episode_cost_window", "must be > 0")
+        _check(0.0 <= self.pessimistic_delta < 1.0, prefix + "pessimistic_delta", "must be in [0, 1)")
         _check(self.pid_derivative_delay >= 1, prefix + "pid_derivative_delay", "must be >= 1")
         for key in ("pid_proportional_ema", "pid_derivative_ema"):
             _check(0.0 <= getattr(self, key) < 1.0, prefix + key, "must be in [0, 1)")

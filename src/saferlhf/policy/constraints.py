@@ -136,7 +136,7 @@ def make_multiplier(kind: str, lagrange: LagrangeConfig, reduce_mean: ReduceMean
     """λ of one constraint; ``kind`` is the algorithm's (``AlgorithmSpec.multiplier``): learned by
     ``lagrange.rule``, ``zero`` (ppo) or ``fixed`` at ``lagrange.lambda_init`` (reward-shaping)."""
     common = dict(cost_threshold=lagrange.cost_threshold, episode_cost_window=lagrange.episode_cost_window,
-                  reduce_mean=reduce_mean)
+                  reduce_mean=reduce_mean, pessimistic_delta=lagrange.pessimistic_delta)
     if kind == "zero":
         return FixedMultiplier(0.0, **common)
     if kind == "fixed" or lagrange.rule == "fixed":
