@@ -179,3 +179,14 @@ def test_a_run_on_user_prompts_only_with_the_over_refusal_constraint(tmp_path):
     labels = [json.loads(line)["extra"]["prompt_label"]
               for line in (out / "round-1" / "preferences.jsonl").read_text().splitlines()]
     assert labels == [label for _, label in mine]
+
+
+@pytest.mark.slow  # about 80 s on 2 cores
+def test_sacpo_round_on_tiny_models(tmp_path):
+    out = tmp_path / "sacpo"
+    metrics = run(load_config(PipelineConfig, overrides=[*TINY, "rounds=1", "evaluation.xstest_path=",
+                                                         "policy.algorithm=sacpo", f"output_dir={out}"]))
+    policy = metrics["rounds"][0]["policy"]
+    assert policy["algorithm"] == "sacpo" and policy["steps"] == 4  # 2 helpfulness + 2 safety DPO steps
+    assert (out / "round-1" / "policy-run" / "policy" / "model.safetensors").exists()
+    assert list(metrics["models"]) == ["base", "round-1"] and "mean_cost" not in metrics["safety_test"]["round-1"]["tests"]

@@ -90,7 +90,9 @@ class ScoreModelsConfig:
 class PipelinePolicyConfig:
     """The policy stage of every round (the sections of ``saferlhf train-policy``)."""
 
-    algorithm: Algorithm = doc("ppo-lag", "ppo-lag | ppo | reward-shaping | critic-free (saferlhf demo --algo X).")
+    algorithm: Literal[Algorithm, "sacpo"] = doc(
+        "ppo-lag", "ppo-lag | ppo | reward-shaping | critic-free (saferlhf demo --algo X) | sacpo (saferlhf dpo "
+                   "objective=sacpo on the round's pairs, with this section's lora and train settings).")
     lora: LoraConfig = doc(LoraConfig(enabled=True, r=16, alpha=32, dropout=0.0), "LoRA on the actor.")
     rollout: RolloutConfig = doc(RolloutConfig(prompts_per_step=8, max_new_tokens=48), "Sampling during training.")
     ppo: PPOConfig = doc(PPOConfig(critic_backbone="tiny-llama", critic_learning_rate=1e-4, update_iterations=2),

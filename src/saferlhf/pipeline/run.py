@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -128,6 +129,8 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
     if metrics_file.exists() and json.loads(metrics_file.read_text()).get("status") == "finished":
         return str(run_dir / "policy"), _policy_summary(json.loads(metrics_file.read_text()))
     write_jsonl(folder / "prompts.jsonl", [{key: row[key] for key in ("prompt", "label", "category")} for row in rows])
+    if config.policy.algorithm == "sacpo":
+        return sacpo_policy(config, policy, preference_files, run_dir)
     preferred = [(r["prompt"], preferred_answer(r)) for path in preference_files for r in read_jsonl(path)]
     preferred = [(p, a) for p, a in preferred if a is not None]
     write_jsonl(folder / "preferred.jsonl", [{"prompt": p, "response": a} for p, a in preferred])
@@ -151,6 +154,25 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
         "output_dir": str(run_dir), "resume": True,
     })
     return str(run_dir / "policy"), _policy_summary(stage.run(policy_config))
+
+
+def sacpo_policy(config: PipelineConfig, policy: str, preference_files: list[Path], run_dir: Path) -> tuple[str, dict]:
+    """SACPO (``saferlhf dpo objective=sacpo``) from ``policy`` on the labelled pairs so far, with the policy
+    section's LoRA and train settings (``train.max_steps`` per DPO step): the data and budget of PPO-Lag."""
+    from saferlhf.stages import dpo
+
+    p = config.policy
+    metrics = dpo.run(from_dict(dpo.DPOStageConfig, {
+        "model": {"name_or_path": policy, "lora": to_dict(p.lora)}, "objective": "sacpo",
+        "train_data": [{"path": str(path)} for path in preference_files],
+        "train": {**to_dict(p.train), "seed": config.seed, "num_threads": config.num_threads},
+        "max_length": config.score_models.max_length, "output_dir": str(run_dir / "policy")}))
+    steps = dpo.STEPS["sacpo"]
+    summary = {"status": "finished", "algorithm": "sacpo", "steps": sum(metrics[step]["steps"] for step in steps),
+               **{f"{step}/{key}": value for step in steps for key, value in metrics[step].items()}}
+    RunWriter(run_dir, resume=True).write_metrics(summary)
+    shutil.copyfile(run_dir / "policy" / "log.jsonl", run_dir / "log.jsonl")  # the report's training curves
+    return str(run_dir / "policy"), summary
 
 
 def policy_constraints(p, labelled_prompts: Path) -> list[dict]:
