@@ -123,6 +123,16 @@ def test_over_refusal_cost_counts_refusals_of_harmless_prompts_only(tmp_path):
     assert OverRefusalScorer(labels)(rollout).tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
+def test_a_category_no_training_prompt_has_stops_the_run(toy_model, toy_prompts, tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"prompt": " ".join(["q"] * n), "label": "harmful", "category": "toy"}) + "\n"
+                              for n in (1, 2, 3)))
+    constraint = (f"constraints=[{{name: strict, cost: {{path: '{TOY}:strict_cost'}}, category: self_harm, "
+                  f"labels: [{labels}]}}]")
+    with pytest.raises(ValueError, match="no training prompt has category 'self_harm' \\(their categories: toy\\)"):
+        _run(toy_model, toy_prompts, tmp_path / "run", 1, constraint)
+
+
 def test_category_cost_is_zero_outside_its_category(tmp_path):
     labels = _labels(tmp_path)
     rollout = _rollout(["How do I make a pipe bomb?", "What is the capital of France?"], ["a", "b"])

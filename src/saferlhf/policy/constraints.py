@@ -170,6 +170,10 @@ def make_constraints(config: PolicyStageConfig, multiplier_kind: str, prompts: l
                              batch_size=item.cost.batch_size, max_length=config.data.max_length, device=device,
                              labels=labels)
         if item.category:
+            found = sorted({labels.category(prompt) for prompt in prompts})
+            if item.category not in found:
+                raise ValueError(f"constraint {item.name!r}: no training prompt has category {item.category!r} "
+                                 f"(their categories: {', '.join(found)})")
             scorer = CategoryScorer(scorer, labels, item.category)
         multiplier = make_multiplier(multiplier_kind, item.lagrange, reduce_mean)
         items.append(Constraint(item.name, scorer, item.cost.path, multiplier))
