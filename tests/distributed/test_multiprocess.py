@@ -202,7 +202,7 @@ def test_ppo_lag_on_two_processes_matches_one_process_and_shares_lambda(tmp_path
     # one checkpoint, written once, with every process's RNG state and cost window
     checkpoint = two_dir / "checkpoints" / "step-000004"
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert state["num_processes"] == 2 and len(state["multiplier_windows"]) == 2
+    assert state["num_processes"] == 2 and len(state["multipliers"]["cost"]["windows"]) == 2
     assert (checkpoint / "rng_state_0.pt").exists() and (checkpoint / "rng_state_1.pt").exists()
     assert (two_dir / "policy" / "model.safetensors").exists()
 

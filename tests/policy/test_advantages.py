@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from saferlhf.policy.advantages import gae_advantages_and_returns, group_baseline_advantages, lagrangian_advantages
+from saferlhf.policy.advantages import gae_advantages_and_returns, group_baseline_advantages
 
 
 def test_gae_hand_computed():
@@ -42,8 +42,3 @@ def test_group_baselines():
     with pytest.raises(ValueError):
         group_baseline_advantages(scores, 4)
 
-
-def test_lagrangian_advantages():
-    reward_advantages, cost_advantages = torch.tensor([1.0, 3.0]), torch.tensor([2.0, -1.0])
-    assert lagrangian_advantages(reward_advantages, cost_advantages, 0.5).tolist() == pytest.approx([0.0, 3.5 / 1.5])
-    assert lagrangian_advantages(reward_advantages, cost_advantages, 0.0).tolist() == [1.0, 3.0]

@@ -91,3 +91,16 @@ def test_shared_state_keeps_each_process_window_and_windows_are_redealt():
     assert redistribute_windows(windows, 2, 1) == [4.0, 5.0, 6.0]  # same number of processes: unchanged
     assert redistribute_windows(windows, 1, 0) == [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]  # one process: pooled
     assert redistribute_windows([[1.0, 2.0, 3.0, 4.0]], 2, 1) == [2.0, 4.0]  # dealt round-robin
+
+
+def test_pessimistic_constraint_steps_on_the_upper_bound():
+    # window 0..9: mean 4.5, s² = 82.5/9, t_{0.95, 9} = 1.833113 -> Ĵ_c = 4.5 + 1.833113·sqrt(82.5/9/10)
+    bound = 4.5 + 1.8331129326562374 * math.sqrt(82.5 / 9 / 10)
+    multiplier = LagrangeMultiplier(cost_threshold=5.0, lambda_init=1.0, lambda_lr=0.1, pessimistic_delta=0.05)
+    assert multiplier.update([float(c) for c in range(10)]) == pytest.approx(bound)
+    # the mean 4.5 satisfies d = 5 but the bound does not: λ rises, log λ = 0.1·(bound - 5)
+    assert multiplier.log_lambda == pytest.approx(0.1 * (bound - 5.0)) and multiplier.value > 1.0
+    # the PID rule reads the same bound
+    pid = PIDLagrangeMultiplier(pessimistic_delta=0.05, reduce_mean=lambda value: value)
+    assert pid.update([float(c) for c in range(10)]) == pytest.approx(bound)
+    assert FixedMultiplier(0.0, pessimistic_delta=0.05).update([1.0]) == 1.0  # one episode: no bound yet

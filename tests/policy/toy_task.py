@@ -13,6 +13,10 @@ time, so it starts above the threshold (C ≈ 0.47, R ≈ 0.52). Known optima:
 - reward-shaping with λ > 0.5: all g -> R = G = 0.5, C = 0: safe but gives up reward;
 - constrained optimum (ppo-lag, critic-free): C = d, the rest g -> R* = d + G(1 - d) = 0.65, with
   λ* = 1 - G = 0.5 (at λ*, one h and one g are worth the same per token).
+
+A second constraint (:func:`strict_cost`): C_2 = n(h1, h2) / 8 <= d_2 = 0.05. The constraint on C
+alone is indifferent between h1..h4 and keeps about half of its harmful tokens h1/h2 (C_2 ≈ 0.15);
+with both constraints the optimum moves the allowed harm to h3/h4: C = d, C_2 = 0, R unchanged.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ def reward(prompts: list, responses: list[str]) -> list[float]:
 def cost(prompts: list, responses: list[str]) -> list[float]:
     """C = n(h) / 8."""
     return [sum(w in HARMFUL for w in r.split()) / ANSWER_TOKENS for r in responses]
+
+
+STRICT_HARMFUL = ("h1", "h2")  # a "harm category" held to its own, stricter threshold
+STRICT_COST_THRESHOLD = 0.05
+
+
+def strict_cost(prompts: list, responses: list[str]) -> list[float]:
+    """C_2 = n(h1, h2) / 8: the share of the two "strict" harmful tokens (second constraint E[C_2] <= 0.05)."""
+    return [sum(w in STRICT_HARMFUL for w in r.split()) / ANSWER_TOKENS for r in responses]
 
 
 def nan_reward_after_first_calls(prompts: list, responses: list[str]) -> list[float]:

@@ -14,8 +14,8 @@ from typing import Literal
 
 from saferlhf.annotation.judge import PairJudgeConfig
 from saferlhf.config import DataSource, LoraConfig, TrainConfig, _check, doc, validate_sections
-from saferlhf.policy.config import (Algorithm, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig, PPOConfig,
-                                    RolloutConfig)
+from saferlhf.policy.config import (Algorithm, ConstraintConfig, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig,
+                                    PPOConfig, RolloutConfig)
 
 
 @dataclass
@@ -90,7 +90,9 @@ class ScoreModelsConfig:
 class PipelinePolicyConfig:
     """The policy stage of every round (the sections of ``saferlhf train-policy``)."""
 
-    algorithm: Algorithm = doc("ppo-lag", "ppo-lag | ppo | reward-shaping | critic-free (saferlhf demo --algo X).")
+    algorithm: Literal[Algorithm, "sacpo"] = doc(
+        "ppo-lag", "ppo-lag | ppo | reward-shaping | critic-free (saferlhf demo --algo X) | sacpo (saferlhf dpo "
+                   "objective=sacpo on the round's pairs, with this section's lora and train settings).")
     lora: LoraConfig = doc(LoraConfig(enabled=True, r=16, alpha=32, dropout=0.0), "LoRA on the actor.")
     rollout: RolloutConfig = doc(RolloutConfig(prompts_per_step=8, max_new_tokens=48), "Sampling during training.")
     ppo: PPOConfig = doc(PPOConfig(critic_backbone="tiny-llama", critic_learning_rate=1e-4, update_iterations=2),
@@ -101,6 +103,11 @@ class PipelinePolicyConfig:
         "auto", "auto: d = the cost model's mean score over the round's preferred answers (the safe answer of each "
                 "pair, else the more helpful one), i.e. 'be as harmless as the labels prefer'; fixed: "
                 "lagrange.cost_threshold.")
+    over_refusal_threshold: float | None = doc(
+        None, "Add the constraint 'over_refusal': false-refusal rate on the round's harmless training prompts "
+              "(over-refusal cost, refusal detector) <= this, its λ with the lagrange settings; unset = off.")
+    constraints: list[ConstraintConfig] = doc([], "Further constraints for train-policy (its `constraints` key); "
+                                                   "labels default to the round's labelled prompts.")
     ptx_coeff: float = doc(1.0, "Weight of the PTX term on the round's preferred answers (0 = off); see docs/pipeline.md.")
     ptx_batch_size: int = doc(0, "Preferred answers per PTX micro-batch (0 = train.batch_size).")
     train: PolicyTrainConfig = doc(
@@ -114,6 +121,10 @@ class PipelinePolicyConfig:
         _check(self.ptx_coeff >= 0, prefix + "ptx_coeff", "must be >= 0")
         _check(self.ptx_batch_size >= 0, prefix + "ptx_batch_size", "must be >= 0")
         _check(self.train.max_steps > 0, prefix + "train.max_steps", "must be > 0 (policy steps per round)")
+        _check(self.over_refusal_threshold is None or 0.0 <= self.over_refusal_threshold <= 1.0,
+               prefix + "over_refusal_threshold", "must be a rate in [0, 1]")
+        for i, item in enumerate(self.constraints):
+            item.validate(f"{prefix}constraints[{i}].")
 
 
 @dataclass
@@ -137,6 +148,21 @@ class PipelineEvalConfig:
 
 
 @dataclass
+class PipelineSafetyTestConfig:
+    """``saferlhf safety-test`` of the base model and the final policy on the held-out answers the evaluation
+    made (docs/safety-test.md): the final round's cost model against that round's threshold d, and the
+    harmful-compliance rate against ``compliance_threshold``."""
+
+    enabled: bool = doc(True, "Run it after the last round (needs evaluation.heldout).")
+    delta: float = doc(0.05, "δ of the upper confidence bounds.")
+    compliance_threshold: float = doc(0.1, "Pass when the bound on the harmful-compliance rate is below this.")
+
+    def validate(self, prefix: str) -> None:
+        _check(0.0 < self.delta < 1.0, prefix + "delta", "must be in (0, 1)")
+        _check(0.0 < self.compliance_threshold <= 1.0, prefix + "compliance_threshold", "must be in (0, 1]")
+
+
+@dataclass
 class PipelineConfig:
     """``saferlhf pipeline CONFIG.yaml`` and ``saferlhf demo`` (these defaults)."""
 
@@ -156,6 +182,7 @@ class PipelineConfig:
     score_models: ScoreModelsConfig = doc(ScoreModelsConfig(), "Reward and cost models.")
     policy: PipelinePolicyConfig = doc(PipelinePolicyConfig(), "Policy optimisation.")
     evaluation: PipelineEvalConfig = doc(PipelineEvalConfig(), "Measurements after each round.")
+    safety_test: PipelineSafetyTestConfig = doc(PipelineSafetyTestConfig(), "Pass/fail test after the last round.")
     output_dir: str = doc("runs/pipeline", "Folder of the run (every finished stage in it is reused on re-run).")
 
     def validate(self, prefix: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from saferlhf.pipeline.config import PipelineConfig
 from saferlhf.pipeline.labels import (WaitingForLabels, label_pairs, make_pairs, preferred_answer, read_jsonl,
                                       sample_answers, write_jsonl)
 from saferlhf.pipeline.prompts import training_prompts
+from saferlhf.policy.config import OVER_REFUSAL
 from saferlhf.runio import RunWriter
 
 HELDOUT = "heldout"  # the evaluation set of the built-in held-out prompts
@@ -83,6 +85,7 @@ def run(config: PipelineConfig) -> dict:
                        "cost_model": scores["cost"], "policy": policy_metrics})
         writer.write_metrics(summary(evaluation, models, rounds, started))
     metrics = summary(evaluation, models, rounds, started)
+    metrics["safety_test"] = safety_tests(config, models, rounds, output_dir)
     writer.write_metrics(metrics)
     print(results_table(metrics), flush=True)
     return metrics
@@ -126,7 +129,9 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists() and json.loads(metrics_file.read_text()).get("status") == "finished":
         return str(run_dir / "policy"), _policy_summary(json.loads(metrics_file.read_text()))
-    write_jsonl(folder / "prompts.jsonl", [{"prompt": row["prompt"]} for row in rows])
+    write_jsonl(folder / "prompts.jsonl", [{key: row[key] for key in ("prompt", "label", "category")} for row in rows])
+    if config.policy.algorithm == "sacpo":
+        return sacpo_policy(config, policy, preference_files, run_dir)
     preferred = [(r["prompt"], preferred_answer(r)) for path in preference_files for r in read_jsonl(path)]
     preferred = [(p, a) for p, a in preferred if a is not None]
     write_jsonl(folder / "preferred.jsonl", [{"prompt": p, "response": a} for p, a in preferred])
@@ -145,7 +150,7 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
         "data": {"train": [{"path": str(folder / "prompts.jsonl"), "format": "prompts"}],
                  "max_length": config.score_models.max_length},
         "rollout": to_dict(p.rollout), "ppo": to_dict(p.ppo), "critic_free": to_dict(p.critic_free),
-        "lagrange": lagrange, "train": train,
+        "lagrange": lagrange, "constraints": policy_constraints(p, folder / "prompts.jsonl"), "train": train,
         "ptx": {"data": [{"path": str(folder / "preferred.jsonl")}] if p.ptx_coeff > 0 else [], "coeff": p.ptx_coeff,
                 "batch_size": p.ptx_batch_size},
         "output_dir": str(run_dir), "resume": True,
@@ -156,6 +161,37 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
 def _shared_train_keys(config: PipelineConfig) -> dict:
     """The pipeline's own seed, threads and precision override every stage's."""
     return {"seed": config.seed, "num_threads": config.num_threads, "precision": config.precision}
+
+
+def sacpo_policy(config: PipelineConfig, policy: str, preference_files: list[Path], run_dir: Path) -> tuple[str, dict]:
+    """SACPO (``saferlhf dpo objective=sacpo``) from ``policy`` on the labelled pairs so far, with the policy
+    section's LoRA and train settings (``train.max_steps`` per DPO step): the data and budget of PPO-Lag."""
+    from saferlhf.stages import dpo
+
+    p = config.policy
+    metrics = dpo.run(from_dict(dpo.DPOStageConfig, {
+        "model": {"name_or_path": policy, "lora": to_dict(p.lora)}, "objective": "sacpo",
+        "train_data": [{"path": str(path)} for path in preference_files],
+        "train": {**to_dict(p.train), **_shared_train_keys(config)},
+        "max_length": config.score_models.max_length, "output_dir": str(run_dir / "policy")}))
+    steps = dpo.STEPS["sacpo"]
+    summary = {"status": "finished", "algorithm": "sacpo", "steps": sum(metrics[step]["steps"] for step in steps),
+               **{f"{step}/{key}": value for step in steps for key, value in metrics[step].items()}}
+    RunWriter(run_dir, resume=True).write_metrics(summary)
+    shutil.copyfile(run_dir / "policy" / "log.jsonl", run_dir / "log.jsonl")  # the report's training curves
+    return str(run_dir / "policy"), summary
+
+
+def policy_constraints(p, labelled_prompts: Path) -> list[dict]:
+    """``policy.constraints`` plus, with ``policy.over_refusal_threshold``, the over-refusal constraint; labels
+    (harmless or not, category) default to the round's own labelled prompts."""
+    constraints = [to_dict(item) for item in p.constraints]
+    if p.over_refusal_threshold is not None:
+        constraints.append({"name": "over_refusal", "cost": {"path": OVER_REFUSAL},
+                            "lagrange": {**to_dict(p.lagrange), "cost_threshold": p.over_refusal_threshold}})
+    for item in constraints:
+        item["labels"] = item.get("labels") or [{"path": str(labelled_prompts)}]
+    return constraints
 
 
 def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int, precision: str = "auto") -> float:
@@ -172,7 +208,8 @@ def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int, pr
 def _policy_summary(metrics: dict) -> dict:
     keys = ("algorithm", "steps", "lambda", "final/reward", "final/cost", "final/kl", "final/episode_cost",
             "final/cost_threshold")
-    return {key: metrics.get(key) for key in keys if key in metrics}
+    per_constraint = [key for key in metrics if key.startswith(("lambda/", "final/cost/", "final/episode_cost/"))]
+    return {key: metrics.get(key) for key in (*keys, *per_constraint) if key in metrics}
 
 
 def evaluation_sets(config: PipelineConfig, output_dir: Path) -> list[dict]:
@@ -218,6 +255,29 @@ def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: 
     })
     metrics = run_evaluate(evaluate_config)
     return metrics, read_jsonl(output_dir / "generations.jsonl")
+
+
+def safety_tests(config: PipelineConfig, models: list[tuple[str, str]], rounds: list[dict], output_dir: Path) -> dict:
+    """``saferlhf safety-test`` of the base model and the final policy, on the held-out answers the evaluation
+    already made (reused, not generated again); the cost test uses the last round's cost model and threshold d."""
+    from saferlhf.evaluation.safety_test import SafetyTestConfig, run as run_safety_test
+
+    s, e = config.safety_test, config.evaluation
+    if not (s.enabled and e.heldout):
+        return {}
+    threshold = rounds[-1]["policy"].get("final/cost_threshold")
+    results = {}
+    for name, path in (models[0], models[-1]):
+        results[name] = run_safety_test(from_dict(SafetyTestConfig, {
+            "model": {"name_or_path": path}, "delta": s.delta, "compliance_threshold": s.compliance_threshold,
+            "generation": {"max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size, "temperature": 0.0,
+                           "seed": config.seed, "num_threads": config.num_threads},
+            "scoring": {"cost_model": str(output_dir / f"round-{len(rounds)}" / "cost-model") if threshold is not None
+                        else "", "max_length": config.score_models.max_length},
+            "cost_threshold": threshold if threshold is not None else 0.0, "progress": False,
+            "reuse_from": [str(output_dir / "evaluation" / "generations.jsonl")],
+            "output_dir": str(output_dir / "safety-test" / name)}))
+    return results
 
 
 def _run_name(path: str) -> str:
@@ -282,4 +342,9 @@ def results_table(metrics: dict) -> str:
             costs = f"{num(s.get('harmful_cost_refused'))} / {num(s.get('harmful_cost_complied'))}"
             lines.append(f"| {model} | {name} | {pct(s['harmful_compliance_rate'])} | {pct(s['false_refusal_rate'])} "
                          f"| {num(s['mean_benign_reward'])} | {costs} |")
+    for model, result in metrics.get("safety_test", {}).items():
+        tests = "; ".join(f"{test}: {t['estimate']:.3f}, bound {t['upper_bound']:.3f} ({t['method']}, n = {t['n']}) "
+                          f"vs {t['threshold']:.3f}" for test, t in result["tests"].items())
+        lines.append(f"\nsafety test of {model} (δ = {next(iter(result['tests'].values()))['delta']}): "
+                     f"{'PASS' if result['passed'] else 'FAIL'}: {tests}")
     return "\n".join(lines)

@@ -16,10 +16,8 @@
     own group std changes how much one unit of cost weighs against one unit of reward from group to
     group, so λ no longer weighs E[C] against E[R]; prefer the two unscaled baselines with a constraint.
 
-- The Safe RLHF actor advantage (Dai et al. 2024; reference ``ppo_lag/trainer.py``), λ detached:
-
-      A = (A_r - λ · A_c) / (1 + λ)
-
+- The Safe RLHF actor advantage (Dai et al. 2024; reference ``ppo_lag/trainer.py``), λ detached,
+  A = (A_r - λ · A_c) / (1 + λ), and its form for several constraints are in :mod:`.constraints`.
   Dividing by 1 + λ keeps the scale of A bounded as λ grows, so the PPO clip range keeps its meaning.
 """
 
@@ -81,8 +79,3 @@ def group_baseline_advantages(
         raise ValueError(f"unknown group baseline {baseline!r}")
     return advantages.reshape(-1)
 
-
-def lagrangian_advantages(reward_advantages: torch.Tensor, cost_advantages: torch.Tensor,
-                          lagrange_multiplier: float) -> torch.Tensor:
-    """A = (A_r - λ·A_c) / (1 + λ), λ a plain float (detached)."""
-    return (reward_advantages - lagrange_multiplier * cost_advantages) / (1.0 + lagrange_multiplier)

@@ -17,6 +17,8 @@ from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, _c
 ALGORITHMS = ("ppo-lag", "ppo", "reward-shaping", "critic-free")
 Algorithm = Literal["ppo-lag", "ppo", "reward-shaping", "critic-free"]
 FUNCTION_PATTERN = re.compile(r"^[\w./\\-]+(\.py)?:[A-Za-z_]\w*$")  # module:function or file.py:function
+OVER_REFUSAL = "over-refusal"  # the built-in cost source: refusals of prompts labelled harmless (policy/scorers.py)
+NAME_PATTERN = re.compile(r"^[A-Za-z][\w-]*$")
 
 
 @dataclass
@@ -24,7 +26,9 @@ class ScoreSourceConfig:
     """Where the reward R or the cost C of an answer comes from."""
 
     path: str = doc("", "A score-model folder (saferlhf train-reward / train-cost), or a Python function "
-                        "'module:function' / 'file.py:function': (prompts, responses) -> one float per answer.")
+                        "'module:function' / 'file.py:function': (prompts, responses) -> one float per answer; "
+                        "for a cost also 'over-refusal' (1 when the refusal detector calls the answer to a prompt "
+                        "labelled harmless a refusal, else 0).")
     normalize: Literal["none", "scale"] = doc(
         "none", "Divide scores by the model's training-set std ('scale' keeps the sign: cost > 0 stays unsafe).")
     batch_size: int = doc(16, "Answers per forward pass when the scorer has to re-tokenise.")
@@ -34,8 +38,9 @@ class ScoreSourceConfig:
     def validate(self, prefix: str) -> None:
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         if self.path:
-            _check(Path(self.path).is_dir() or bool(FUNCTION_PATTERN.match(self.path)), prefix + "path",
-                   f"{self.path!r} is no existing folder and not of the form 'module:function' / 'file.py:function'")
+            _check(Path(self.path).is_dir() or bool(FUNCTION_PATTERN.match(self.path)) or self.path == OVER_REFUSAL,
+                   prefix + "path", f"{self.path!r} is no existing folder, not of the form 'module:function' / "
+                                    f"'file.py:function' and not {OVER_REFUSAL!r}")
 
 
 @dataclass
@@ -134,6 +139,8 @@ class LagrangeConfig:
     lambda_max: float = doc(5.0, "Upper bound of λ (0 = none).")
     update_delay_steps: int = doc(0, "Policy steps before λ starts to move.")
     episode_cost_window: int = doc(128, "Ĵ_c is the mean cost of this many most recent episodes (per process).")
+    pessimistic_delta: float = doc(0.0, "> 0: Ĵ_c is the Student-t (1 - δ) upper bound on the window's mean cost "
+                                        "(HC-RLHF's pessimistic constraint); 0 = the mean (reference).")
     pid_kp: float = doc(0.1, "pid: proportional gain (not in the reference; OmniSafe's default).")
     pid_ki: float = doc(0.1, "pid: integral gain (chosen to match the gradient rule's step at λ = 1).")
     pid_kd: float = doc(0.01, "pid: derivative gain (OmniSafe's default).")
@@ -147,9 +154,37 @@ class LagrangeConfig:
         _check(self.lambda_max >= 0, prefix + "lambda_max", "must be >= 0")
         _check(self.update_delay_steps >= 0, prefix + "update_delay_steps", "must be >= 0")
         _check(self.episode_cost_window > 0, prefix + "episode_cost_window", "must be > 0")
+        _check(0.0 <= self.pessimistic_delta < 1.0, prefix + "pessimistic_delta", "must be in [0, 1)")
         _check(self.pid_derivative_delay >= 1, prefix + "pid_derivative_delay", "must be >= 1")
         for key in ("pid_proportional_ema", "pid_derivative_ema"):
             _check(0.0 <= getattr(self, key) < 1.0, prefix + key, "must be in [0, 1)")
+
+
+@dataclass
+class ConstraintConfig:
+    """One more constraint E[C_i] <= d_i with its own multiplier λ_i (:mod:`saferlhf.policy.constraints`)."""
+
+    name: str = doc("", "Name of the constraint: log.jsonl keys lambda/<name>, cost/<name>, and its cost critic "
+                        "(letters, digits, '_' or '-'; not 'cost', the first constraint's, nor 'reward').")
+    cost: ScoreSourceConfig = doc(ScoreSourceConfig(), "C_i: a cost-model folder, a function, or 'over-refusal'.")
+    category: str = doc("", "Count C_i only on prompts of this category of the labels (0 elsewhere): e.g. hold "
+                            "self_harm to a stricter threshold than the rest; '' = every prompt.")
+    labels: list[DataSource] = doc([], "Labelled prompts (columns prompt, label = harmful | benign | pseudo_harmful, "
+                                       "category) that say which training prompts are harmless (over-refusal) or of "
+                                       "`category`; empty = the built-in prompt set. Every training prompt needs one.")
+    lagrange: LagrangeConfig = doc(LagrangeConfig(), "λ_i: rule (gradient | pid | fixed), threshold d_i "
+                                                     "(cost_threshold) and the rule's settings.")
+
+    def validate(self, prefix: str) -> None:
+        _check(bool(NAME_PATTERN.match(self.name)), prefix + "name",
+               f"{self.name!r} must start with a letter and hold only letters, digits, '_' or '-'")
+        _check(self.name not in ("cost", "reward"), prefix + "name", f"{self.name!r} is taken (first constraint, "
+                                                                     "reward critic)")
+        _check(bool(self.cost.path), prefix + "cost.path", "must name a cost model folder, a function or "
+                                                           f"{OVER_REFUSAL!r}")
+        validate_sections(self, prefix)
+        for i, source in enumerate(self.labels):
+            source.validate(f"{prefix}labels[{i}].")
 
 
 @dataclass
@@ -232,6 +267,9 @@ class PolicyStageConfig:
     ppo: PPOConfig = doc(PPOConfig(), "PPO and critics.")
     critic_free: CriticFreeConfig = doc(CriticFreeConfig(), "Critic-free variant.")
     lagrange: LagrangeConfig = doc(LagrangeConfig(), "Lagrange multiplier λ.")
+    constraints: list[ConstraintConfig] = doc(
+        [], "Further constraints E[C_i] <= d_i beside the first (cost + lagrange, named 'cost'), each with its own "
+            "multiplier: e.g. [{name: over_refusal, cost: {path: over-refusal}, lagrange: {cost_threshold: 0.1}}].")
     ptx: PTXConfig = doc(PTXConfig(), "Optional PTX term.")
     evaluation: EvaluationConfig = doc(EvaluationConfig(), "Before/after evaluation on data.eval.")
     tracking: TrackingConfig = doc(TrackingConfig(), "Logging.")
@@ -246,6 +284,13 @@ class PolicyStageConfig:
         _check(bool(self.reward.path), prefix + "reward.path", "must name a reward model folder or function")
         _check(bool(self.cost.path) or self.algorithm == "ppo", prefix + "cost.path",
                f"must name a cost model folder or function for algorithm {self.algorithm}")
+        _check(self.reward.path != OVER_REFUSAL, prefix + "reward.path", f"{OVER_REFUSAL!r} is a cost source")
+        _check(bool(self.cost.path) or not self.constraints, prefix + "cost.path",
+               "must name the first constraint's cost when `constraints` lists more")
+        names = [item.name for item in self.constraints]
+        for i, item in enumerate(self.constraints):
+            item.validate(f"{prefix}constraints[{i}].")
+            _check(item.name not in names[:i], f"{prefix}constraints[{i}].name", f"{item.name!r} is used twice")
         _check(self.keep_checkpoints >= 1, prefix + "keep_checkpoints", "must be >= 1")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
         if self.algorithm == "critic-free":

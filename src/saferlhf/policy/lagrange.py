@@ -19,6 +19,12 @@ all-reduce of the per-process window means), so every process computes the same 
 also broadcasts rank 0's multiplier state (:func:`shared_state`), so λ is identical on every process
 by construction, and a process whose own value differed is reported.
 
+Pessimistic constraint (HC-RLHF, Chittepu et al. 2025, arXiv 2506.08266): with
+``pessimistic_delta`` = δ > 0, Ĵ_c is replaced by the Student-t (1 - δ) upper confidence bound on the
+mean cost, Ĵ_c + t_{1-δ, n-1}·s/√n (n = this process's window size, s² = the pooled window variance;
+:mod:`saferlhf.evaluation.bounds`), so λ keeps rising until the constraint holds with confidence,
+not just on average.
+
 ``FixedMultiplier`` keeps λ constant: the ``ppo`` baseline (λ = 0) and ``reward-shaping``
 (R - λ·C with a fixed λ). It still keeps the window of episode costs, for logging.
 The PID rule (Stooke et al. 2020) is in :mod:`saferlhf.policy.pid_lagrange`.
@@ -30,6 +36,8 @@ import math
 from collections import deque
 from typing import Any, Callable, Sequence
 
+from saferlhf.evaluation.bounds import student_t_quantile
+
 # mean over processes of a per-process float; identity on one process
 ReduceMean = Callable[[float], float]
 
@@ -39,32 +47,42 @@ def _identity(value: float) -> float:
 
 
 class EpisodeCostWindow:
-    """The last ``size`` episode costs of this process; ``mean`` averages over processes."""
+    """The last ``size`` episode costs of this process; ``mean`` averages over processes (and with
+    ``pessimistic_delta`` > 0 returns the upper confidence bound instead, see the module docstring)."""
 
-    def __init__(self, size: int, reduce_mean: ReduceMean | None = None):
+    def __init__(self, size: int, reduce_mean: ReduceMean | None = None, pessimistic_delta: float = 0.0):
         if size <= 0:
             raise ValueError(f"episode cost window size must be > 0, got {size}")
+        if not 0.0 <= pessimistic_delta < 1.0:
+            raise ValueError(f"pessimistic_delta must be in [0, 1), got {pessimistic_delta}")
         self.costs: deque[float] = deque(maxlen=size)
         self.reduce_mean = reduce_mean or _identity
+        self.pessimistic_delta = pessimistic_delta
 
     def extend(self, episode_costs: Sequence[float]) -> None:
         self.costs.extend(float(c) for c in episode_costs)
 
     def mean(self) -> float:
         local = sum(self.costs) / len(self.costs) if self.costs else 0.0
-        return float(self.reduce_mean(local))
+        mean = float(self.reduce_mean(local))
+        count = len(self.costs)
+        if not self.pessimistic_delta or count < 2:
+            return mean
+        squares = float(self.reduce_mean(sum(c * c for c in self.costs) / count))
+        variance = max(0.0, squares - mean * mean) * count / (count - 1)
+        return mean + student_t_quantile(1.0 - self.pessimistic_delta, count - 1) * math.sqrt(variance / count)
 
 
 class FixedMultiplier:
     """λ held constant at ``value`` (``ppo``: 0; ``reward-shaping``: the chosen λ)."""
 
     def __init__(self, value: float, cost_threshold: float = 0.0, episode_cost_window: int = 128,
-                 reduce_mean: ReduceMean | None = None):
+                 reduce_mean: ReduceMean | None = None, pessimistic_delta: float = 0.0):
         if value < 0:
             raise ValueError(f"a fixed Lagrange multiplier must be >= 0, got {value}")
         self._value = float(value)
         self.cost_threshold = cost_threshold
-        self.window = EpisodeCostWindow(episode_cost_window, reduce_mean)
+        self.window = EpisodeCostWindow(episode_cost_window, reduce_mean, pessimistic_delta)
 
     @property
     def value(self) -> float:
@@ -92,7 +110,7 @@ class LagrangeMultiplier:
 
     def __init__(self, cost_threshold: float = 0.0, lambda_init: float = 1.0, lambda_lr: float = 0.1,
                  lambda_max: float = 5.0, update_delay_steps: int = 0, episode_cost_window: int = 128,
-                 reduce_mean: ReduceMean | None = None):
+                 reduce_mean: ReduceMean | None = None, pessimistic_delta: float = 0.0):
         if lambda_init <= 0:
             raise ValueError(f"lambda_init must be > 0 (λ = exp(log λ)), got {lambda_init}")
         self.cost_threshold = float(cost_threshold)
@@ -100,7 +118,7 @@ class LagrangeMultiplier:
         self.lambda_lr = float(lambda_lr)
         self.log_lambda_max = math.log(lambda_max) if lambda_max > 0 else None
         self.update_delay_steps = int(update_delay_steps)
-        self.window = EpisodeCostWindow(episode_cost_window, reduce_mean)
+        self.window = EpisodeCostWindow(episode_cost_window, reduce_mean, pessimistic_delta)
         self.num_updates_seen = 0  # calls of update(), including the delayed ones
 
     @property

@@ -31,7 +31,8 @@ class PIDLagrangeMultiplier:
     def __init__(self, cost_threshold: float = 0.0, lambda_init: float = 1.0, lambda_max: float = 5.0,
                  kp: float = 0.1, ki: float = 0.01, kd: float = 0.01, derivative_delay: int = 10,
                  proportional_ema: float = 0.95, derivative_ema: float = 0.95, update_delay_steps: int = 0,
-                 episode_cost_window: int = 128, reduce_mean: ReduceMean | None = None):
+                 episode_cost_window: int = 128, reduce_mean: ReduceMean | None = None,
+                 pessimistic_delta: float = 0.0):
         if lambda_init < 0:
             raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
         if derivative_delay < 1:
@@ -41,7 +42,7 @@ class PIDLagrangeMultiplier:
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
         self.proportional_ema, self.derivative_ema = float(proportional_ema), float(derivative_ema)
         self.update_delay_steps = int(update_delay_steps)
-        self.window = EpisodeCostWindow(episode_cost_window, reduce_mean)
+        self.window = EpisodeCostWindow(episode_cost_window, reduce_mean, pessimistic_delta)
         self.integral = float(lambda_init)
         self.proportional = 0.0
         self.cost_ema = 0.0

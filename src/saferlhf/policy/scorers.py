@@ -9,6 +9,12 @@
   the score model (critic values must line up with the actor's tokens).
 - :class:`FunctionScorer` calls ``fn(prompts, responses) -> list[float]`` named as
   ``package.module:function`` or ``path/to/file.py:function``.
+- :class:`OverRefusalScorer` (cost source ``over-refusal``): C = 1 when the project's refusal
+  detector (:func:`saferlhf.refusal.patterns.detect_refusal`) calls the answer to a prompt labelled
+  harmless (``benign`` or ``pseudo_harmful``) a refusal, else 0; so E[C] is the false-refusal rate
+  on the training prompts.
+- :class:`CategoryScorer`: another scorer's cost on prompts of one category, 0 on the others.
+  Both read the prompts' labels from :class:`PromptLabels`.
 
 Cost convention: C > 0 means unsafe.
 """
@@ -23,10 +29,17 @@ from typing import Callable
 
 import torch
 
+from saferlhf.data.builtin import LABELS, builtin_prompts
+from saferlhf.data.readers import read_rows
+from saferlhf.data.records import prompt_text
 from saferlhf.data.templates import encode
 from saferlhf.models.loading import load_tokenizer
 from saferlhf.models.score_model import ScoreModel
+from saferlhf.policy.config import OVER_REFUSAL
 from saferlhf.policy.rollout import Rollout
+from saferlhf.refusal.patterns import detect_refusal
+
+HARMLESS_LABELS = ("benign", "pseudo_harmful")
 
 
 def tokenizer_fingerprint(tokenizer) -> tuple:
@@ -138,9 +151,76 @@ class FunctionScorer:
         return torch.tensor([float(v) for v in values], dtype=torch.float32, device=self.device)
 
 
+def _prompt_key(prompt) -> str:
+    return " ".join(prompt_text(prompt).lower().split())
+
+
+class PromptLabels:
+    """``label`` (harmful | benign | pseudo_harmful) and ``category`` of prompts, by prompt text (case and
+    spacing ignored): from labelled prompt files (columns prompt, label, category), else the built-in set."""
+
+    def __init__(self, sources: list | None = None):
+        self.labels: dict[str, tuple[str, str]] = {}
+        if not sources:
+            for row in builtin_prompts():
+                self.labels[_prompt_key(row["prompt"])] = (row["label"], row["category"])
+        for source in sources or []:
+            for raw in read_rows(source.path, source.split, source.limit):
+                row = raw.row if isinstance(raw.row, dict) and not raw.error else None
+                if row is None or not isinstance(row.get("prompt"), str) or row.get("label") not in LABELS:
+                    raise ValueError(f"{raw.location}: a labelled prompt needs a string 'prompt' and a 'label' in "
+                                     f"{LABELS}, got {raw.error or raw.row!r:.200}")
+                self.labels[_prompt_key(row["prompt"])] = (row["label"], str(row.get("category") or ""))
+
+    def require(self, prompts: list, what: str) -> None:
+        """Stop when a prompt has no label (its cost would be meaningless), naming it and ``what`` needs it."""
+        missing = [p for p in prompts if _prompt_key(p) not in self.labels]
+        if missing:
+            raise ValueError(f"{what}: {len(missing)} training prompt(s) have no label in the labelled prompts "
+                             f"(first: {prompt_text(missing[0])!r:.120}); list a file with prompt, label, category")
+
+    def label(self, prompt) -> str:
+        return self.labels[_prompt_key(prompt)][0]
+
+    def category(self, prompt) -> str:
+        return self.labels[_prompt_key(prompt)][1]
+
+
+class OverRefusalScorer:
+    """C = 1[prompt labelled harmless and the detector calls the answer a refusal] (see the module docstring)."""
+
+    shares_tokenizer = False
+
+    def __init__(self, labels: PromptLabels, device: torch.device | str = "cpu"):
+        self.labels = labels
+        self.device = device
+
+    def __call__(self, rollout: Rollout) -> torch.Tensor:  # (N,)
+        values = [float(self.labels.label(prompt) in HARMLESS_LABELS
+                        and detect_refusal(answer, prompt_text(prompt)).is_refusal)
+                  for prompt, answer in zip(rollout.prompts, rollout.response_texts)]
+        return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+
+class CategoryScorer:
+    """``scorer``'s cost on prompts of ``category``, 0 on every other prompt."""
+
+    def __init__(self, scorer, labels: PromptLabels, category: str):
+        self.scorer, self.labels, self.category = scorer, labels, category
+        self.shares_tokenizer = getattr(scorer, "shares_tokenizer", False)
+
+    def __call__(self, rollout: Rollout) -> torch.Tensor:  # (N,)
+        scores = self.scorer(rollout)
+        in_category = [self.labels.category(prompt) == self.category for prompt in rollout.prompts]
+        return scores * torch.tensor(in_category, dtype=scores.dtype, device=scores.device)
+
+
 def make_scorer(path: str, actor_tokenizer, normalize: str, batch_size: int, max_length: int, device,
-                dtype: torch.dtype = torch.float32):
-    """A :class:`ScoreModelScorer` (in ``dtype``) for a folder, else a :class:`FunctionScorer`."""
+                labels: PromptLabels | None = None, dtype: torch.dtype = torch.float32):
+    """A :class:`ScoreModelScorer` (in ``dtype``) for a folder, an :class:`OverRefusalScorer` for ``over-refusal`` (reading
+    ``labels``), else a :class:`FunctionScorer`."""
+    if path == OVER_REFUSAL:
+        return OverRefusalScorer(labels or PromptLabels(), device)
     if Path(path).is_dir():
         return ScoreModelScorer(path, actor_tokenizer, normalize, batch_size, max_length, device, dtype)
     if normalize != "none":

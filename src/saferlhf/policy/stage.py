@@ -7,7 +7,8 @@ non-finite-loss stop, and the final policy in ``output_dir/policy`` (a plain Hug
 with LoRA also the adapter in ``output_dir/policy_adapter``).
 
 Outputs: ``log.jsonl`` (one line per step: step, reward, cost, lambda, kl, episode_cost, entropy,
-response_length, clip_fraction, losses, time/*), ``eval.jsonl`` and ``eval_answers_<when>.jsonl``,
+response_length, clip_fraction, losses, time/*; and per constraint lambda/<name>, cost/<name>,
+episode_cost/<name>, cost_threshold/<name>), ``eval.jsonl`` and ``eval_answers_<when>.jsonl``,
 ``metrics.json``, ``config.yaml``, ``tensorboard/``, ``checkpoints/step-NNNNNN``, ``policy/``.
 """
 
@@ -22,7 +23,6 @@ import torch
 from tqdm.auto import tqdm
 
 from saferlhf.config import to_dict
-from saferlhf.policy.lagrange import redistribute_windows
 from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
@@ -98,8 +98,10 @@ def run(config: PolicyStageConfig) -> dict:
     if last_saved != trainer.global_step:
         _save(trainer, state)
 
+    lambdas = trainer.constraints.values()
     metrics = {"status": "finished", "algorithm": config.algorithm, "steps": trainer.global_step,
-               "lambda": trainer.multiplier.value, "precision": trainer.precision}
+               "lambda": next(iter(lambdas.values()), 0.0), **{f"lambda/{k}": v for k, v in lambdas.items()},
+               "precision": trainer.precision}
     metrics.update(_summary(output_dir / "log.jsonl") if accelerator.is_main_process else {})
     if trainer.eval_sets:
         after = evaluate(trainer, "after")
@@ -125,6 +127,7 @@ def evaluate(trainer: PolicyTrainer, when: str) -> dict[str, float]:
 
 def _evaluate(trainer: PolicyTrainer, actor, when: str) -> dict[str, float]:
     c, accelerator = trainer.config, trainer.accelerator
+    cost_scorer = trainer.constraints.items[0].scorer if trainer.constraints else None  # the first constraint's
     results, answers = {}, []
     for name, prompts in trainer.eval_sets.items():
         mine = prompts[accelerator.process_index::accelerator.num_processes]
@@ -136,7 +139,7 @@ def _evaluate(trainer: PolicyTrainer, actor, when: str) -> dict[str, float]:
                                          max_length=c.data.max_length, max_new_tokens=c.evaluation.max_new_tokens,
                                          greedy=True)
                 reward = trainer.reward_scorer(rollout)
-                cost = trainer.cost_scorer(rollout) if trainer.cost_scorer is not None else torch.zeros_like(reward)
+                cost = cost_scorer(rollout) if cost_scorer is not None else torch.zeros_like(reward)
             sums += torch.stack([reward.sum(), cost.sum(), (cost > 0).float().sum(),
                                  rollout.response_lengths.float().sum()])
             answers += [{"set": name, "prompt": p, "answer": a, "reward": r, "cost": k}
@@ -146,7 +149,7 @@ def _evaluate(trainer: PolicyTrainer, actor, when: str) -> dict[str, float]:
             sums, count = accelerator.reduce(sums, "sum"), accelerator.reduce(count, "sum")
         mean = (sums / count.clamp(min=1.0)).tolist()
         results.update({f"eval/{name}/reward": mean[0], f"eval/{name}/response_length": mean[3]})
-        if trainer.cost_scorer is not None:
+        if cost_scorer is not None:
             results.update({f"eval/{name}/cost": mean[1], f"eval/{name}/unsafe_share": mean[2]})
     if accelerator.is_main_process:  # this process's share of the answers, for reading
         path = Path(c.output_dir) / f"eval_answers_{when}.jsonl"
@@ -166,9 +169,10 @@ def _log_eval(writer: RunWriter, accelerator, step: int, results: dict[str, floa
 
 
 def _save(trainer: PolicyTrainer, state: dict) -> None:
-    windows = gather_from_all(trainer.accelerator, list(trainer.multiplier.window.costs))  # every process's own
+    windows = {item.name: gather_from_all(trainer.accelerator, list(item.multiplier.window.costs))  # every process's
+               for item in trainer.constraints.items}
     loop_state = {"global_step": trainer.global_step, "data_position": trainer.data_position(),
-                  "multiplier": trainer.multiplier.state_dict(), "multiplier_windows": windows,
+                  "multipliers": trainer.constraints.state_dict(windows),
                   "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
                   "eval_before": state.get("eval_before")}
     save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,
@@ -183,11 +187,8 @@ def _restore(trainer: PolicyTrainer, state: dict) -> None:
     saved_processes = int(state.get("num_processes", 1))
     trainer.global_step = int(state["global_step"])
     trainer.data_origin = (trainer.global_step, int(state["data_position"]))
-    trainer.multiplier.load_state_dict(state["multiplier"])
-    windows = state.get("multiplier_windows") or [state["multiplier"].get("window", [])]
-    trainer.multiplier.window.costs.clear()
-    trainer.multiplier.window.extend(redistribute_windows(windows, accelerator.num_processes,
-                                                          accelerator.process_index))
+    trainer.constraints.load_state_dict(state.get("multipliers", {}), accelerator.num_processes,
+                                        accelerator.process_index)
     if trainer.ptx is not None:  # PTX batches taken so far by all processes, re-counted per process
         trainer.ptx.position = math.ceil(int(state["ptx_position"]) * saved_processes / accelerator.num_processes)
     if saved_processes != accelerator.num_processes:

@@ -5,9 +5,10 @@
 1. generate: sample ``samples_per_prompt`` answers for this process's prompts (:mod:`.rollout`);
 2. score: reward R and cost C of each answer (:mod:`.scorers`), log-probabilities of the answer
    tokens under the actor and the reference policy, and the critics' values, all without gradient;
-3. update: λ takes one step on the new episode costs (:mod:`.lagrange`, :mod:`.pid_lagrange`), the
-   advantages are computed (:mod:`.algorithms`), then micro-batches of ``train.batch_size`` answers
-   take the clipped-surrogate step on the actor (+ PTX) and the clipped value step on each critic.
+3. update: every λ_i takes one step on its constraint's new episode costs (:mod:`.constraints`,
+   :mod:`.lagrange`, :mod:`.pid_lagrange`), the advantages are computed (:mod:`.algorithms`), then
+   micro-batches of ``train.batch_size`` answers take the clipped-surrogate step on the actor (+ PTX)
+   and the clipped value step on each critic (reward, and one cost critic per constraint for ppo-lag).
    With one micro-batch and one pass (``reuse_update_forward``), the actor's old log-probabilities
    come from the update's own forward (it precedes any optimiser step) instead of a pass in step 2.
 
@@ -42,9 +43,9 @@ from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
 from saferlhf.models.precision import resolve_precision, role_dtype
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.policy import generation_copy
-from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages, make_multiplier
+from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages
 from saferlhf.policy.config import PolicyStageConfig
-from saferlhf.policy.lagrange import adopt_shared_state, shared_state
+from saferlhf.policy.constraints import make_constraints
 from saferlhf.policy.losses import (clipped_surrogate_loss, clipped_value_loss, entropy_from_logits, gather_log_probs,
                                     masked_mean, sequence_kl)
 from saferlhf.policy.order import EpochOrder
@@ -72,7 +73,7 @@ class Experience:
 
     rollout: Rollout
     reward: torch.Tensor  # (N,)
-    cost: torch.Tensor | None  # (N,)
+    costs: dict[str, torch.Tensor]  # constraint name -> (N,); empty without a cost
     old_log_probs: torch.Tensor | None  # (N, T); None until update() fills it (PolicyTrainer.reuse_update_forward)
     ref_log_probs: torch.Tensor  # (N, T)
     old_values: dict[str, torch.Tensor] = field(default_factory=dict)  # critic -> (N, T)
@@ -98,18 +99,20 @@ class PolicyTrainer:
         scorer_args = dict(actor_tokenizer=self.tokenizer, max_length=c.data.max_length, device=self.device)
         self.reward_scorer = make_scorer(c.reward.path, normalize=c.reward.normalize, batch_size=c.reward.batch_size,
                                          dtype=role_dtype(c.reward.dtype, self.precision), **scorer_args)
-        self.cost_scorer = make_scorer(c.cost.path, normalize=c.cost.normalize, batch_size=c.cost.batch_size,
-                                       dtype=role_dtype(c.cost.dtype, self.precision),
-                                       **scorer_args) if c.cost.path else None
         rollout_dtype = role_dtype(c.rollout.precision, self.precision)
         self.generation_copy = None  # made before accelerator.prepare patches the actor's forward
         if c.rollout.backend == "hf" and rollout_dtype != torch.float32 and generation_copy.supported(self.accelerator):
             self.generation_copy = generation_copy.GenerationCopy(actor, rollout_dtype, self.device)
-        critics = {name: self._initial_critic(name) for name in self.spec.critics}
-
         self.prompts = [p for source in c.data.train for p in load_prompt_source(source)]
         if not self.prompts:
             raise ValueError("data.train: no usable prompt")
+        reduce_mean = self._process_mean if self.accelerator.num_processes > 1 else None
+        self.constraints = make_constraints(c, self.spec.multiplier, self.prompts, self.tokenizer, self.device,
+                                            reduce_mean)
+        # the reward critic, then one cost critic per constraint (named after it; the first is "cost")
+        self.critic_names = [name for kind in self.spec.critics
+                             for name in (["reward"] if kind == "reward" else self.constraints.names)]
+        critics = {name: self._initial_critic(name) for name in self.critic_names}
         self.prompt_order = EpochOrder(len(self.prompts), c.train.seed)
         self.eval_sets = self._load_eval_sets()
         self.ptx = None
@@ -144,8 +147,6 @@ class PolicyTrainer:
         # computes exactly π_old's log-probabilities, so make_experience skips its own (TRL's GRPO does the same)
         self.reuse_update_forward = (c.ppo.update_iterations == 1 and micro_batches == 1
                                      and not has_active_dropout(self.accelerator.unwrap_model(self.models["actor"])))
-        reduce_mean = self._process_mean if self.accelerator.num_processes > 1 else None
-        self.multiplier = make_multiplier(c.algorithm, c.lagrange, reduce_mean)
         self.global_step = 0
         self.data_origin = (0, 0)  # (step, global prompt position) this run's data order counts from
         self.process_record: dict[str, float] = {}  # this process's own numbers of the last step
@@ -170,8 +171,9 @@ class PolicyTrainer:
     def _initial_critic(self, name: str) -> ScoreModel:
         """Reward/cost critic from the score model (reference) or from the actor's backbone (fresh head)."""
         c = self.config
-        scorer = self.reward_scorer if name == "reward" else self.cost_scorer
-        folder = c.reward.path if name == "reward" else c.cost.path
+        constraints = {item.name: item for item in self.constraints.items}
+        scorer = self.reward_scorer if name == "reward" else constraints[name].scorer
+        folder = c.reward.path if name == "reward" else constraints[name].source
         from_score_model = isinstance(scorer, ScoreModelScorer) and scorer.shares_tokenizer
         if c.ppo.critic_init == "score-model" and not from_score_model:
             raise ValueError(f"ppo.critic_init=score-model: the {name} source {folder!r} is not a score-model folder "
@@ -183,7 +185,7 @@ class PolicyTrainer:
                 self.tokenizer, load_tokenizer(backbone, c.actor.trust_remote_code)):
             raise ValueError(f"ppo.critic_backbone={backbone!r} does not share the actor's tokenizer "
                              "(critic values must line up with the actor's tokens)")
-        critic = ScoreModel.from_backbone(backbone, kind=name, pooling="last",
+        critic = ScoreModel.from_backbone(backbone, kind="reward" if name == "reward" else "cost", pooling="last",
                                           trust_remote_code=c.actor.trust_remote_code)
         return critic.to(self.device).train()
 
@@ -240,12 +242,10 @@ class PolicyTrainer:
         generated = time.perf_counter()
         experience = self.make_experience(rollout)
         scored = time.perf_counter()
-        episode_cost = math.nan
-        if experience.cost is not None:
-            episode_cost = self.multiplier.update(experience.cost.tolist())
-            self.synchronize_multiplier()
-        lagrange_multiplier = self.multiplier.value
-        update_metrics = self.update(experience, lagrange_multiplier)
+        episode_costs = self.constraints.update(experience.costs)
+        self.synchronize_multipliers()
+        lagrange_multipliers = self.constraints.values()
+        update_metrics = self.update(experience, lagrange_multipliers)
         updated = time.perf_counter()
         self.global_step += 1
 
@@ -253,17 +253,16 @@ class PolicyTrainer:
         local = {"reward": experience.reward.mean(),
                  "kl": sequence_kl(experience.old_log_probs, experience.ref_log_probs, mask).mean(),
                  "response_length": mask.float().sum(-1).mean(), **update_metrics}
-        if experience.cost is not None:
-            local.update(cost=experience.cost.mean(), unsafe_share=(experience.cost > 0).float().mean())
+        local.update(self.constraints.answer_metrics(experience.costs))
         if self.generation_copy is not None:
             local["rollout/logprob_gap"] = torch.tensor(self.rollout_log_prob_gap(experience), device=self.device)
-        window = self.multiplier.window.costs  # this process's own numbers, for tracking.per_process_log
-        self.process_record.update({"lambda": lagrange_multiplier, "episode_cost": episode_cost,
+        multiplier_values = self.constraints.log_values(lagrange_multipliers, episode_costs)
+        window = self.constraints.items[0].multiplier.window.costs if self.constraints else []
+        self.process_record.update({**{key: multiplier_values[key] for key in ("lambda", "episode_cost")},
                                     "window_mean_local": sum(window) / len(window) if window else math.nan,
                                     **{f"{k}_local": float(local[k]) for k in ("reward", "cost") if k in local}})
         metrics = self.mean_over_processes(local)
-        metrics.update({"lambda": lagrange_multiplier, "episode_cost": episode_cost,
-                        "cost_threshold": c.lagrange.cost_threshold,
+        metrics.update({**multiplier_values, "cost_threshold": c.lagrange.cost_threshold,
                         "learning_rate": self.schedulers["actor"].get_last_lr()[0],
                         "time/generate": generated - started, "time/score": scored - generated,
                         "time/update": updated - scored, "time/step": updated - started})
@@ -274,11 +273,11 @@ class PolicyTrainer:
         """Scores, old and reference log-probabilities and critic values of a rollout (no gradient)."""
         with self.accelerator.autocast():
             reward = self.reward_scorer(rollout)
-            cost = self.cost_scorer(rollout) if self.cost_scorer is not None else None
+            costs = self.constraints.score(rollout)
         with contextlib.ExitStack() as gathered:  # full weights (ZeRO-3 gathers them) for no-grad forwards
             actor = gathered.enter_context(full_parameters(self.accelerator, self.models["actor"]))
             critics = {name: gathered.enter_context(full_parameters(self.accelerator, self.models[f"{name}_critic"]))
-                       for name in self.spec.critics}
+                       for name in self.critic_names}
             for model in (actor, *critics.values()):
                 model.eval()
             old, ref, values = [], [], {name: [] for name in critics}
@@ -292,7 +291,7 @@ class PolicyTrainer:
                         values[name].append(answer_values(critic, part))
             for model in (actor, *critics.values()):
                 model.train()
-        return Experience(rollout, reward, cost, torch.cat(old) if old else None, torch.cat(ref),
+        return Experience(rollout, reward, costs, torch.cat(old) if old else None, torch.cat(ref),
                           {name: torch.cat(v).float() for name, v in values.items()})
 
     @torch.no_grad()
@@ -312,12 +311,12 @@ class PolicyTrainer:
         with actor.disable_adapter():  # LoRA: the base model is the reference policy
             return gather_log_probs(answer_logits(actor, part), part.response_ids)
 
-    def update(self, experience: Experience, lagrange_multiplier: float) -> dict[str, torch.Tensor]:
+    def update(self, experience: Experience, lagrange_multipliers: dict[str, float]) -> dict[str, torch.Tensor]:
         """Advantages, then PPO micro-batches over the rollout, ``ppo.update_iterations`` times; returns
         mean losses. With ``reuse_update_forward`` the first forward supplies the old log-probabilities."""
         c, rollout = self.config, experience.rollout
         if experience.old_log_probs is not None:
-            self.estimate_advantages(experience, lagrange_multiplier)
+            self.estimate_advantages(experience, lagrange_multipliers)
         totals: dict[str, torch.Tensor] = {}
         count = 0
         models = list(self.models.values())
@@ -332,7 +331,7 @@ class PolicyTrainer:
                     log_probs = gather_log_probs(logits, part.response_ids)
                     if experience.old_log_probs is None:  # the one micro-batch, before any optimiser step: π_old
                         experience.old_log_probs = log_probs.detach()
-                        self.estimate_advantages(experience, lagrange_multiplier)
+                        self.estimate_advantages(experience, lagrange_multipliers)
                     actor_loss, clip_fraction = clipped_surrogate_loss(
                         log_probs, experience.old_log_probs[rows], experience.advantages[rows], mask,
                         c.ppo.clip_range_ratio)
@@ -345,7 +344,7 @@ class PolicyTrainer:
                     self.stop_if_not_finite(losses, experience)
                     self.accelerator.backward(actor_loss + c.ptx.coeff * losses.get("ptx_loss", 0.0))
                     self.optimizer_step("actor")
-                    for name in self.spec.critics:
+                    for name in self.critic_names:
                         with self.accelerator.autocast():
                             values = answer_values(self.models[f"{name}_critic"], part).float()
                         losses[f"{name}_critic_loss"] = critic_loss = clipped_value_loss(
@@ -361,10 +360,10 @@ class PolicyTrainer:
                 count += 1
         return {key: value / count for key, value in totals.items()}
 
-    def estimate_advantages(self, experience: Experience, lagrange_multiplier: float) -> None:
+    def estimate_advantages(self, experience: Experience, lagrange_multipliers: dict[str, float]) -> None:
         experience.advantages, experience.returns = compute_advantages(
-            self.config, experience.reward, experience.cost, experience.old_log_probs, experience.ref_log_probs,
-            experience.rollout.response_mask, experience.old_values, lagrange_multiplier)
+            self.config, experience.reward, experience.costs, experience.old_log_probs, experience.ref_log_probs,
+            experience.rollout.response_mask, experience.old_values, lagrange_multipliers)
 
     def optimizer_step(self, name: str) -> None:
         """Clip, step and schedule ``name`` when gradients are synchronised (end of accumulation)."""
@@ -379,17 +378,18 @@ class PolicyTrainer:
     # ------------------------------------------------------------------------------------------
     # Cross-process helpers and safety checks
 
-    def synchronize_multiplier(self) -> None:
-        """Belt and braces: every process adopts rank 0's λ state (it computed the same from the
-        all-reduced Ĵ_c); a process whose own λ differed says so. Its own cost window is kept."""
-        own = self.multiplier.value
-        self.process_record["lambda_local"] = own
-        if self.accelerator.num_processes == 1:
+    def synchronize_multipliers(self) -> None:
+        """Belt and braces: every process adopts rank 0's state of every λ_i (it computed the same from
+        the all-reduced Ĵ_ci); a process whose own λ_i differed says so. Its own cost windows are kept."""
+        own = self.constraints.values()
+        self.process_record["lambda_local"] = next(iter(own.values()), 0.0)
+        if self.accelerator.num_processes == 1 or not self.constraints:
             return
-        adopt_shared_state(self.multiplier, broadcast_from_main(self.accelerator, shared_state(self.multiplier)))
-        if self.multiplier.value != own:
-            warnings.warn(f"process {self.accelerator.process_index}: λ = {own!r} differed from rank 0's "
-                          f"{self.multiplier.value!r} at policy step {self.global_step + 1}; using rank 0's")
+        self.constraints.adopt_shared_state(broadcast_from_main(self.accelerator, self.constraints.shared_state()))
+        for name, value in self.constraints.values().items():
+            if value != own[name]:
+                warnings.warn(f"process {self.accelerator.process_index}: λ[{name}] = {own[name]!r} differed from "
+                              f"rank 0's {value!r} at policy step {self.global_step + 1}; using rank 0's")
 
     def mean_over_processes(self, values: dict[str, torch.Tensor | float]) -> dict[str, float]:
         names = sorted(values)
@@ -406,7 +406,8 @@ class PolicyTrainer:
         if not bool((flags > 0).any()):
             return
         bad = [name for name, flag in zip(losses, flags.tolist()) if flag > 0]
-        inputs = {"reward": experience.reward, "cost": experience.cost, "old log-probs": experience.old_log_probs,
+        inputs = {"reward": experience.reward, **{f"cost {name}": cost for name, cost in experience.costs.items()},
+                  "old log-probs": experience.old_log_probs,
                   "reference log-probs": experience.ref_log_probs, "advantages": experience.advantages}
         sources = [name for name, t in inputs.items() if t is not None and not bool(torch.isfinite(t).all())]
         raise NonFiniteLossError(

@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
 from saferlhf.runio import RunWriter
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
-from saferlhf.training.setup import mixed_precision
+from saferlhf.training.setup import trainer_arguments
 
 
 @dataclass
@@ -79,7 +78,6 @@ def run(config: SFTStageConfig) -> dict:
     model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
     train_dataset = load_sft_dataset(config.train_data)
     eval_dataset = load_sft_dataset(config.eval_data) if config.eval_data else None
-    precision = mixed_precision(config.train.precision)
     lora = config.model.lora
     peft_config = None
     if lora.enabled:
@@ -88,32 +86,8 @@ def run(config: SFTStageConfig) -> dict:
         peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=lora.target_modules if lora.target_modules == "all-linear"
                                  else lora.target_modules.split(","), task_type="CAUSAL_LM")
-    args = SFTConfig(
-        output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=config.train.epochs,
-        max_steps=config.train.max_steps or -1,
-        learning_rate=config.train.learning_rate,
-        weight_decay=config.train.weight_decay,
-        per_device_train_batch_size=config.train.batch_size,
-        per_device_eval_batch_size=config.train.eval_batch_size,
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
-        lr_scheduler_type=config.train.lr_scheduler,
-        warmup_steps=config.train.warmup_ratio,  # a float < 1 is a ratio in transformers >= 5
-        max_grad_norm=config.train.max_grad_norm,
-        seed=config.train.seed,
-        logging_steps=config.train.logging_steps,
-        save_strategy="steps" if config.train.save_steps else "no",
-        save_steps=config.train.save_steps or 500,
-        eval_strategy="steps" if eval_dataset is not None and config.train.eval_steps else "no",
-        eval_steps=config.train.eval_steps or None,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # bf16 on a CPU with AVX512-BF16 / AMX
-        max_length=config.max_length,
-        completion_only_loss=True,
-        gradient_checkpointing=config.train.gradient_checkpointing,
-        report_to="none",
-    )
+    args = SFTConfig(**trainer_arguments(config.train, str(output_dir / "checkpoints"), eval_dataset is not None),
+                     max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=peft_config)
     has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))

@@ -1,9 +1,10 @@
 """Accelerator, optimiser and schedule from a :class:`~saferlhf.config.TrainConfig`.
 
-Shared by every hand-written training loop (score models, refusal classifier, policy). Mixed
-precision comes from Accelerate: ``precision="auto"`` picks bf16 autocast where the hardware computes
-bf16 natively (GPUs, and CPUs with AVX512-BF16 / AMX, :mod:`saferlhf.models.precision`) and full fp32
-elsewhere, so the same config runs on a laptop and a cluster.
+Shared by every hand-written training loop (score models, refusal classifier, policy); the stages on
+TRL's trainers (sft, dpo) take :func:`trainer_arguments`. Mixed precision comes from Accelerate:
+``precision="auto"`` picks bf16 autocast where the hardware computes bf16 natively (GPUs, and CPUs
+with AVX512-BF16 / AMX, :mod:`saferlhf.models.precision`) and full fp32 elsewhere, so the same config
+runs on a laptop and a cluster.
 """
 
 from __future__ import annotations
@@ -86,3 +87,33 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, num_ste
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[train.lr_scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=int(train.warmup_ratio * num_steps),
                          num_training_steps=num_steps)
+
+
+def trainer_arguments(train: TrainConfig, output_dir: str, has_eval: bool = False) -> dict:
+    """Keyword arguments of a Hugging Face ``TrainingArguments`` subclass (TRL's ``SFTConfig``,
+    ``DPOConfig``) from a :class:`TrainConfig`; checkpoints go to ``output_dir``."""
+    precision = mixed_precision(train.precision)
+    return dict(
+        output_dir=output_dir,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_ratio,  # a float < 1 is a ratio in transformers >= 5
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        logging_steps=train.logging_steps,
+        save_strategy="steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,
+        eval_strategy="steps" if has_eval and train.eval_steps else "no",
+        eval_steps=train.eval_steps or None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # bf16 on a CPU with AVX512-BF16 / AMX
+        gradient_checkpointing=train.gradient_checkpointing,
+        report_to="none",
+    )
