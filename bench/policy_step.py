@@ -1,6 +1,7 @@
 """Benchmark: one policy step (generate, score, update), saferlhf vs TRL's ``GRPOTrainer``.
 
-Same policy (SmolLM2-135M-Instruct, full fine-tuning, fp32, CPU, same thread count), same built-in
+Same policy (SmolLM2-135M-Instruct, full fine-tuning, fp32 or ``--precision bf16`` on every side, CPU,
+same thread count), same built-in
 prompts, same sampler (temperature 1, no top-k / top-p), exactly ``max_new_tokens`` new tokens per
 answer on every side (end-of-turn suppressed until then with ``min_new_tokens``, so the token counts
 are equal by construction), the same reward and cost models (TRL gets them as two Python reward
@@ -28,7 +29,7 @@ A step's time is the wall time of one ``PolicyTrainer.step()`` / one TRL optimis
                  pass; attention-score FLOPs are left out. Counted by forward pre-hooks on each
                  model's backbone, identically for every side (the convention, not the arithmetic
                  each implementation does: padding, TRL's LM head over prompt positions, ...).
-    MFU        = model FLOPs per step / median step time / fp32 matmul peak, the peak measured in
+    MFU        = model FLOPs per step / median step time / matmul peak of the precision used, measured in
                  the same run (best of repeated square ``torch.matmul``, same thread count);
                  ``mfu_cpu_time`` divides by the step's CPU time instead.
     memory     = peak resident set size (``ru_maxrss``) of the side's process, set-up included.
@@ -85,10 +86,11 @@ def make_score_models(backbone: str, folder: Path, seed: int) -> tuple[str, str]
     return paths[0], paths[1]
 
 
-def matmul_peak_flops(threads: int, size: int = 2048, repeats: int = 3, trials: int = 6) -> float:
-    """Best fp32 ``torch.matmul`` rate (FLOP/s) on square ``size`` matrices with ``threads`` threads."""
+def matmul_peak_flops(threads: int, size: int = 2048, repeats: int = 3, trials: int = 6,
+                      dtype: torch.dtype = torch.float32) -> float:
+    """Best ``torch.matmul`` rate (FLOP/s) in ``dtype`` on square ``size`` matrices with ``threads`` threads."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.matmul(a, b)
     best = 0.0
     for _ in range(trials):
@@ -112,7 +114,8 @@ def interleaved_run(sides: list[str], settings: dict, rounds: int, matmul_size: 
         processes[side].start()
         setup[side] = receive(connections[side], side)["setup_seconds"]
         print(f"{side}: ready after {setup[side]:.1f} s", file=sys.stderr)
-    peaks, load = [matmul_peak_flops(settings["threads"], matmul_size)], [os.getloadavg()[0]]
+    dtype = torch.bfloat16 if settings["precision"] == "bf16" else torch.float32  # the peak of the precision used
+    peaks, load = [matmul_peak_flops(settings["threads"], matmul_size, dtype=dtype)], [os.getloadavg()[0]]
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(rounds):
         shift = round_index % len(sides)
@@ -120,7 +123,7 @@ def interleaved_run(sides: list[str], settings: dict, rounds: int, matmul_size: 
             connections[side].send("step")
             results[side].append(receive(connections[side], side))
             print(f"round {round_index} {side}: {results[side][-1]['seconds']:.2f} s", file=sys.stderr)
-    peaks.append(matmul_peak_flops(settings["threads"], matmul_size))
+    peaks.append(matmul_peak_flops(settings["threads"], matmul_size, dtype=dtype))
     load.append(os.getloadavg()[0])
     out = {}
     for side in sides:
@@ -163,7 +166,7 @@ def build_result(raw: dict[str, dict], settings: dict, warmup: int) -> dict:
              for side, r in raw.items() if not side.startswith("_")}
     trl = sides.get(TRL_SIDE)
     result = {"benchmark": "one policy step (generate, score, update) vs TRL GRPOTrainer",
-              "model": settings["model"], "device": "cpu", "precision": "fp32", "threads": settings["threads"],
+              "model": settings["model"], "device": "cpu", "precision": settings["precision"], "threads": settings["threads"],
               "max_new_tokens": settings["max_new_tokens"], "forced_answer_length": True,
               "temperature": settings["temperature"], "kl_coeff_beta": settings["kl_coeff"],
               "lambda": settings["lambda_init"], "learning_rate": settings["learning_rate"],
@@ -207,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                         "2-core machine two threads per process thrash; configs/policy-ppo-lag-cpu.yaml does the same)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--matmul-size", type=int, default=2048, help="square size of the matmul-peak probe")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="every side: fp32, or bf16 autocast (TRL bf16=True; saferlhf train.precision=bf16, "
+                             "bf16 frozen models and rollout copy); MFU is against the matmul peak of this precision")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "policy_step.json")
     args = parser.parse_args(argv)
     sides = ([] if args.no_trl else [TRL_SIDE]) + (args.algo or ["ppo-lag", "critic-free"])
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reward_model": reward_model, "cost_model": cost_model, "critic_backbone": args.critic_backbone,
                     "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
                     "kl_coeff": args.kl_coeff, "lambda_init": args.lambda_init, "learning_rate": args.learning_rate,
-                    "threads": args.threads, "seed": args.seed, "workdir": tmp}
+                    "threads": args.threads, "seed": args.seed, "workdir": tmp, "precision": args.precision}
         raw = interleaved_run(sides, settings, args.warmup_steps + args.steps, args.matmul_size)
     result = build_result(raw, settings, args.warmup_steps)
     fresh = heads.startswith("untrained")
@@ -234,19 +240,19 @@ def main(argv: list[str] | None = None) -> int:
                                    "sides use the first two", "two_prompt_sides": settings["prompts"][:2],
                          "prompt_tokens_per_step": prompt_tokens(args.model, settings["prompts"], sides)}
     result["notes"] = {
-        "trl_settings": "TRL defaults except: use_cpu, fp32 (bf16=False), batch 8 = 2 prompts x num_generations 4, "
+        "trl_settings": f"TRL defaults except: use_cpu, {args.precision} (bf16={args.precision == 'bf16'}), batch 8 = 2 prompts x num_generations 4, "
                         "max_completion_length and min_new_tokens = max_new_tokens, beta = kl_coeff, "
                         "learning_rate, reward_weights [1, -λ], gradient_checkpointing=False (saferlhf does not "
                         "recompute activations either), logging and saving off. TRL's own default beta = 0 would "
                         "skip its reference model and forward (a different objective)",
-        "saferlhf_settings": "PolicyTrainer defaults except: fp32, one micro-batch per step (train.batch_size = "
+        "saferlhf_settings": f"PolicyTrainer defaults except: train.precision={args.precision}, one micro-batch per step (train.batch_size = "
                              "answers per step), ppo.kl_coeff, lambda_init, learning_rate, num_threads, "
                              "ppo.critic_backbone (ppo-lag), actor.generation_config.min_new_tokens. With one "
                              "micro-batch the update's forward supplies the old log-probabilities "
                              "(PolicyTrainer.reuse_update_forward), as TRL with num_iterations = 1",
         "tokens": "completion tokens per step (all answers exactly max_new_tokens long)",
         "mfu": "model FLOPs per step (2N per token forward-only, 6N training; N = linear-layer weights; "
-               "attention scores left out) / median step time / fp32 matmul peak measured in this run",
+               "attention scores left out) / median step time / matmul peak of the precision used, measured in this run",
         "peak_rss_mb": "ru_maxrss of the side's own process (model loading included)",
     }
     result["versions"] = versions()

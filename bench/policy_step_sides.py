@@ -109,7 +109,7 @@ def run_saferlhf(algorithm: str, s: dict, steps: int, gate: Gate) -> dict:
         "ppo": {"kl_coeff": s["kl_coeff"], "critic_backbone": s["critic_backbone"]},
         "lagrange": {"lambda_init": s["lambda_init"]},
         "train": {"batch_size": prompts_per_step * samples, "learning_rate": s["learning_rate"], "max_steps": steps,
-                  "num_threads": s["threads"], "precision": "fp32", "seed": s["seed"], "save_steps": 0},
+                  "num_threads": s["threads"], "precision": s.get("precision", "fp32"), "seed": s["seed"], "save_steps": 0},
         "tracking": {"tensorboard": False, "progress_bar": False},
         "output_dir": str(Path(s["workdir"]) / algorithm),
     })
@@ -178,7 +178,7 @@ def run_trl(s: dict, steps: int, gate: Gate) -> dict:
                          "threads": torch.get_num_threads(), "phases": dict(state["phases"])})
 
     config = GRPOConfig(
-        output_dir=str(Path(s["workdir"]) / "trl"), use_cpu=True, bf16=False, fp16=False, seed=s["seed"],
+        output_dir=str(Path(s["workdir"]) / "trl"), use_cpu=True, bf16=s.get("precision") == "bf16", fp16=False, seed=s["seed"],
         per_device_train_batch_size=prompts_per_step * samples, num_generations=samples, max_steps=steps,
         max_completion_length=s["max_new_tokens"], generation_kwargs={"min_new_tokens": s["max_new_tokens"]},
         temperature=s["temperature"], top_p=1.0, top_k=0, beta=s["kl_coeff"], learning_rate=s["learning_rate"],
