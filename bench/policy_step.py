@@ -114,7 +114,7 @@ def interleaved_run(sides: list[str], settings: dict, rounds: int, matmul_size: 
         processes[side].start()
         setup[side] = receive(connections[side], side)["setup_seconds"]
         print(f"{side}: ready after {setup[side]:.1f} s", file=sys.stderr)
-    dtype = torch.bfloat16 if settings["precision"] == "bf16" else torch.float32  # the peak of the precision used
+    dtype = torch.bfloat16 if settings.get("precision") == "bf16" else torch.float32  # the precision used
     peaks, load = [matmul_peak_flops(settings["threads"], matmul_size, dtype=dtype)], [os.getloadavg()[0]]
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for round_index in range(rounds):
@@ -166,7 +166,8 @@ def build_result(raw: dict[str, dict], settings: dict, warmup: int) -> dict:
              for side, r in raw.items() if not side.startswith("_")}
     trl = sides.get(TRL_SIDE)
     result = {"benchmark": "one policy step (generate, score, update) vs TRL GRPOTrainer",
-              "model": settings["model"], "device": "cpu", "precision": settings["precision"], "threads": settings["threads"],
+              "model": settings["model"], "device": "cpu", "precision": settings.get("precision", "fp32"),
+              "threads": settings["threads"],
               "max_new_tokens": settings["max_new_tokens"], "forced_answer_length": True,
               "temperature": settings["temperature"], "kl_coeff_beta": settings["kl_coeff"],
               "lambda": settings["lambda_init"], "learning_rate": settings["learning_rate"],

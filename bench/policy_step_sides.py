@@ -121,10 +121,10 @@ def run_saferlhf(algorithm: str, s: dict, steps: int, gate: Gate) -> dict:
     counter.watch(actor.model, linear_weights(actor))
     if trainer.reference is not None:
         counter.watch(trainer.reference.model, linear_weights(trainer.reference))
-    for name in trainer.spec.critics:
+    for name in trainer.critic_names:
         critic = trainer.accelerator.unwrap_model(trainer.models[f"{name}_critic"])
         counter.watch(critic.backbone, linear_weights(critic))
-    for scorer in (trainer.reward_scorer, trainer.cost_scorer):
+    for scorer in (trainer.reward_scorer, *(item.scorer for item in trainer.constraints.items)):
         counter.watch(scorer.model.backbone, linear_weights(scorer.model))
     answers = prompts_per_step * samples
     for _ in range(steps):
