@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     "harmful-compliance rate against thresholds (HC-RLHF)"),
     "train-refusal-classifier": ("saferlhf.refusal.classifier_stage:RefusalClassifierConfig",
                                  "saferlhf.refusal.classifier_stage:run", "train the learned refusal classifier"),
+    "env": ("saferlhf.env:EnvConfig", "saferlhf.env:run",
+            "what a bug report needs: versions, devices, threads, bf16 support, what precision auto picks"),
     "annotate": ("saferlhf.annotation.stage:AnnotateConfig", "saferlhf.annotation.stage:run",
                  "serve the local page that labels a pairs file (localhost only; Ctrl-C stops it)"),
 }
