@@ -81,20 +81,23 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96, help="as saferlhf evaluate's default")
     parser.add_argument("--rounds", type=int, default=2, help="measured rounds per side (after one warm-up batch)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--matmul-size", type=int, default=2048, help="square size of the matmul-peak probe")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "generation.json"))
     args = parser.parse_args()
 
+    from saferlhf.data.templates import render_prompt
     from saferlhf.evaluation.generation import auto_batch_size
     from saferlhf.models.loading import load_causal_lm, load_tokenizer
-    from saferlhf.models.precision import resolve_precision, torch_dtype
+    from saferlhf.models.precision import bf16_supported, resolve_precision, torch_dtype
 
     torch.set_num_threads(args.threads)
     prompts = benchmark_prompts(args.prompts)
     tokenizer = load_tokenizer(args.model, padding_side="left")
     precision = resolve_precision("auto")
     models = {"baseline": load_causal_lm(args.model), "project": load_causal_lm(args.model, dtype=torch_dtype("auto"))}
-    batch = {"baseline": BASELINE_BATCH,
-             "project": auto_batch_size(models["project"], tokenizer, prompts, args.max_new_tokens)}
+    longest = max(len(tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]) for p in prompts)
+    batch = {"baseline": BASELINE_BATCH,  # the project side passes 0 (auto), which resolves to this
+             "project": auto_batch_size(models["project"], longest + args.max_new_tokens)}
     for side, model in models.items():  # warm-up: one small batch each
         timed_generation(model, tokenizer, prompts[:4], 8, 4)
     runs: dict[str, list[dict]] = {side: [] for side in models}
@@ -104,8 +107,10 @@ def main() -> int:
             runs[side].append(timed_generation(models[side], tokenizer, prompts, args.max_new_tokens, batch[side]))
             print(f"round {round_index} {side}: {runs[side][-1]['tokens']} tokens in "
                   f"{runs[side][-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    peak_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    peaks = {"bf16": matmul_peak_flops(torch.bfloat16), "fp32": matmul_peak_flops(torch.float32)}
+    peaks = {"fp32": matmul_peak_flops(torch.float32, args.matmul_size)}
+    if bf16_supported():  # an emulated bf16 peak (no AVX512-BF16 / AMX) is slow to measure and means nothing
+        peaks["bf16"] = matmul_peak_flops(torch.bfloat16, args.matmul_size)
+    peak_used = "bf16" if precision == "bf16" else "fp32"
     weights = linear_weights(models["project"])
 
     def side_summary(side: str) -> dict:
@@ -125,10 +130,10 @@ def main() -> int:
         "precision": precision, "linear_weights_N": weights,
         "project_tokens_per_s": project["tokens_per_s"], "baseline_tokens_per_s": baseline["tokens_per_s"],
         "ratio_vs_baseline": project["tokens_per_s"] / baseline["tokens_per_s"],
-        "fraction_of_peak": 2 * weights * project["tokens_per_s"] / peaks["bf16" if peak_dtype == torch.bfloat16
-                                                                            else "fp32"],
-        "peak_used": "bf16" if peak_dtype == torch.bfloat16 else "fp32",
+        "fraction_of_peak": 2 * weights * project["tokens_per_s"] / peaks[peak_used],
+        "peak_used": peak_used,
         "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+        "bf16_native": bf16_supported(),
         "baseline_fraction_of_fp32_peak": 2 * weights * baseline["tokens_per_s"] / peaks["fp32"],
         "identical_answers": f"{same} of {len(prompts)} (bf16 and fp32 greedy answers may differ)",
         "targets": TARGETS, "project": project, "baseline": baseline,
