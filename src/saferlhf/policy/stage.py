@@ -23,12 +23,14 @@ from tqdm.auto import tqdm
 
 from saferlhf.config import to_dict
 from saferlhf.policy.lagrange import redistribute_windows
-from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
+from saferlhf.policy.checkpoint import (STATE_FILE, latest_checkpoint, load_checkpoint, remove_stale_tmp,
+                                        save_checkpoint)
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
 from saferlhf.policy.trainer import NonFiniteLossError, PolicyTrainer
 from saferlhf.runio import RunWriter, _clean, atomic_write_text, read_log
 from saferlhf.training.distributed import full_parameters, gather_from_all
+from saferlhf.training.run_identity import check_identity, clear_previous_run, finished_run, run_identity
 from saferlhf.training.setup import make_accelerator
 
 __all__ = ["PolicyStageConfig", "run", "evaluate"]
@@ -39,6 +41,19 @@ def run(config: PolicyStageConfig) -> dict:
     """Train to ``total_steps`` (resuming if asked), evaluate, save the policy; returns final metrics."""
     output_dir = Path(config.output_dir)
     accelerator = make_accelerator(config.train, **_tracker_arguments(config, output_dir))
+    identity = run_identity(config)
+    if config.resume:  # refuse another run's checkpoint (and say a finished run is finished) before any work
+        finished = finished_run(output_dir, identity)
+        if finished is not None:
+            accelerator.print(f"[saferlhf] resume: the run in {output_dir} is already finished "
+                              f"({finished.get('steps')} steps, metrics.json); nothing to do")
+            return finished
+        found = latest_checkpoint(output_dir)
+        if found is not None:
+            check_identity(json.loads((found / STATE_FILE).read_text()).get("run_identity"), identity, found)
+    elif accelerator.is_main_process:  # a fresh start leaves nothing of the previous run to resume from
+        clear_previous_run(output_dir, "checkpoints")
+    accelerator.wait_for_everyone()
     trainer = PolicyTrainer(config, accelerator)
     writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
     writer.write_config(to_dict(config))
@@ -107,6 +122,7 @@ def run(config: PolicyStageConfig) -> dict:
         metrics.update({f"before/{k}": v for k, v in (state["eval_before"] or {}).items()})
         metrics.update({f"after/{k}": v for k, v in after.items()})
     _save_policy(trainer, output_dir / "policy")
+    metrics["run_identity"] = identity  # a later resume recognises this finished run by it
     writer.write_metrics(metrics)
     accelerator.end_training()
     return metrics
@@ -170,7 +186,7 @@ def _save(trainer: PolicyTrainer, state: dict) -> None:
     loop_state = {"global_step": trainer.global_step, "data_position": trainer.data_position(),
                   "multiplier": trainer.multiplier.state_dict(), "multiplier_windows": windows,
                   "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
-                  "eval_before": state.get("eval_before")}
+                  "eval_before": state.get("eval_before"), "run_identity": run_identity(trainer.config)}
     save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,
                     trainer.optimizers, trainer.schedulers, loop_state, keep=trainer.config.keep_checkpoints)
 
