@@ -83,8 +83,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     interrupted = config_for(tmp_path / "b", data, max_steps=6, save_steps=2)
     real_save = score_training.save_checkpoint
 
-    def save_then_die(accelerator, folder, state):
-        real_save(accelerator, folder, state)
+    def save_then_die(accelerator, folder, state, *rest):
+        real_save(accelerator, folder, state, *rest)
         if state["step"] == 4:
             raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
 
