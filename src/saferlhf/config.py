@@ -153,7 +153,9 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as error:
@@ -165,12 +167,30 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw != "" else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override '{key.strip()}': invalid YAML value {raw!r} "
+                              f"({getattr(error, 'problem', None) or error})") from None
+        _set_dotted(data, key.strip(), value)
     try:
         config = from_dict(cls, data)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _merge(base: dict, update: dict) -> dict:
