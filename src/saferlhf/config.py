@@ -13,6 +13,7 @@ implementation's values (PKU-Alignment/safe-rlhf scripts) unless a comment says 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -128,6 +129,10 @@ class TrainConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs > 0 or self.max_steps > 0, prefix + "epochs", "must be > 0 (or set max_steps)")
+        for key in ("epochs", "learning_rate", "weight_decay", "max_grad_norm", "warmup_ratio"):
+            _check(math.isfinite(getattr(self, key)), prefix + key, "must be a finite number")
+        for key in ("max_steps", "weight_decay", "max_grad_norm", "eval_steps", "save_steps", "num_threads"):
+            _check(getattr(self, key) >= 0, prefix + key, "must be >= 0")
         _check(self.learning_rate > 0, prefix + "learning_rate", "must be > 0")
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         _check(self.eval_batch_size > 0, prefix + "eval_batch_size", "must be > 0")

@@ -97,8 +97,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     resumed = ScoreModel.from_pretrained(interrupted.output_dir)
     for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
-    assert steps[:6] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing log lines across the resume
+    resumed_log = [json.loads(line) for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
+    straight_log = [json.loads(line) for line in (tmp_path / "a" / "out" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in resumed_log][:6] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing lines
+    assert [line.get("epoch") for line in resumed_log] == [line.get("epoch") for line in straight_log]  # mid-epoch
 
 
 def test_pku_sample_both_stages(shared_data, tmp_path):

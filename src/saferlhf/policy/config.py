@@ -135,6 +135,8 @@ class LagrangeConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.lambda_init >= 0, prefix + "lambda_init", "must be >= 0")
+        _check(self.lambda_init > 0 or self.rule != "gradient", prefix + "lambda_init",
+               "must be > 0 with rule=gradient (it learns log λ); use rule=fixed for λ = 0")
         _check(self.lambda_lr > 0, prefix + "lambda_lr", "must be > 0")
         _check(self.lambda_max >= 0, prefix + "lambda_max", "must be >= 0")
         _check(self.update_delay_steps >= 0, prefix + "update_delay_steps", "must be >= 0")

@@ -28,7 +28,7 @@ from saferlhf.policy.checkpoint import (STATE_FILE, latest_checkpoint, load_chec
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
 from saferlhf.policy.trainer import NonFiniteLossError, PolicyTrainer
-from saferlhf.runio import RunWriter, _clean, atomic_write_text, read_log
+from saferlhf.runio import RunWriter, _clean, read_log, truncate_jsonl
 from saferlhf.training.distributed import full_parameters, gather_from_all
 from saferlhf.training.run_identity import check_identity, clear_previous_run, finished_run, run_identity
 from saferlhf.training.setup import make_accelerator
@@ -75,7 +75,8 @@ def run(config: PolicyStageConfig) -> dict:
             process_log.unlink(missing_ok=True)
     if config.resume:  # drop lines written after the checkpoint (and a line cut by the kill)
         for name in ("log.jsonl", "eval.jsonl"):
-            _truncate(output_dir / name, trainer.global_step if checkpoint else -1, accelerator.is_main_process)
+            if accelerator.is_main_process:
+                truncate_jsonl(output_dir / name, trainer.global_step if checkpoint else -1)
     if checkpoint is None and trainer.eval_sets:
         state["eval_before"] = evaluate(trainer, "before")
         _log_eval(writer, accelerator, 0, state["eval_before"])
@@ -239,20 +240,6 @@ def _summary(log_path: Path) -> dict[str, float]:
         if values:
             summary[f"final/{key}"] = sum(values) / len(values)
     return summary
-
-
-def _truncate(path: Path, last_step: int, enabled: bool) -> None:
-    """Keep the complete lines of a jsonl log with ``step <= last_step`` (a killed run may leave a cut line)."""
-    if not (enabled and path.exists()):
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _tracker_arguments(config: PolicyStageConfig, output_dir: Path) -> dict:

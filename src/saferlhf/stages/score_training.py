@@ -61,6 +61,8 @@ class ScoreStageConfig:
         validate_sections(self, prefix)
         _check(len(self.data.train) > 0, prefix + "data.train", "must list at least one data source")
         _check(self.regularization >= 0, prefix + "regularization", "must be >= 0")
+        _check(self.forward_bucket_size >= 0, prefix + "forward_bucket_size", "must be >= 0")
+        _check(self.normalization_samples > 0, prefix + "normalization_samples", "must be > 0")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
 
 
@@ -120,7 +122,8 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                              seed=config.train.seed + epoch, group_by_length=config.group_by_length)
         return prepare_data_loader(loader, accelerator.device, accelerator.num_processes, accelerator.process_index)
 
-    num_steps = total_steps(config.train, len(epoch_loader(0)))
+    batches_per_epoch = len(epoch_loader(0))
+    num_steps = total_steps(config.train, batches_per_epoch)
     scheduler = make_scheduler(optimizer, config.train, num_steps)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "pairs_seen": 0, "train_seconds": 0.0,
              "num_processes": accelerator.num_processes, "run_identity": identity}
@@ -175,7 +178,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                                                          device=accelerator.device, dtype=torch.float64), "sum")
                 loss_mean, accuracy = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
                 writer.log(step, loss=loss_mean, accuracy=accuracy, learning_rate=scheduler.get_last_lr()[0],
-                           epoch=state["epoch"] + state["batch_in_epoch"] / max(1, len(loader)))
+                           epoch=state["epoch"] + state["batch_in_epoch"] / max(1, batches_per_epoch))
                 progress.set_postfix(loss=f"{loss_mean:.3f}", acc=f"{accuracy:.3f}")
                 window_loss, window_correct, window_pairs = 0.0, 0.0, 0
             if config.train.eval_steps and step % config.train.eval_steps == 0 and step < num_steps and eval_pairs:
