@@ -115,7 +115,7 @@ def test_pku_sample_both_stages(shared_data, tmp_path):
     assert 0.0 <= metrics["eval_sign_accuracy"] <= 1.0
 
 
-def test_score_command_scores_a_file(tmp_path):
+def test_score_command_scores_a_file(tmp_path, capsys):
     data = write_pairs(tmp_path / "pairs.jsonl")
     train_score_model(config_for(tmp_path, data, epochs=4), "cost")
     answers = tmp_path / "answers.jsonl"
@@ -126,5 +126,5 @@ def test_score_command_scores_a_file(tmp_path):
     assert rows[0]["is_unsafe"] is False and rows[1]["is_unsafe"] is True  # learned: refusal safe, compliance unsafe
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
-        cli_main(["score", f"model={tmp_path / 'out'}", f"input={bad}"])
+    assert cli_main(["score", f"model={tmp_path / 'out'}", f"input={bad}"]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err
