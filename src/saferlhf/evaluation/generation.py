@@ -4,7 +4,9 @@ Prompts are rendered with the model's chat template (:func:`saferlhf.data.templa
 sorted by token length (longest first, so batches hold prompts of similar length and a batch that
 does not fit in memory fails at once), left-padded, generated, and put back in their original
 order. ``temperature = 0`` means greedy decoding; otherwise nucleus sampling with ``top_p``, seeded.
-Only the new tokens are decoded, special tokens removed.
+Only the new tokens are decoded, special tokens removed. A prompt longer than the model's context
+(``max_position_embeddings`` minus ``max_new_tokens``) keeps its last tokens (the question, the
+generation prompt), and the number cut is printed: never a 1 TB attention matrix, never dropped.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: 
     if not prompts:
         return []
     texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
-    token_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    token_ids = _fit_context(model, [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts],
+                             max_new_tokens, description)
     order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
     answers: list[str | None] = [None] * len(prompts)
     device = next(model.parameters()).device
@@ -50,6 +53,19 @@ def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: 
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     model.train(was_training)
     return answers  # type: ignore[return-value]
+
+
+def _fit_context(model, token_ids: list[list[int]], max_new_tokens: int, description: str) -> list[list[int]]:
+    """Cut prompts that leave no room for ``max_new_tokens`` in the model's context, from the left."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not context:
+        return token_ids
+    room = max(1, context - max_new_tokens)
+    cut = sum(len(ids) > room for ids in token_ids)
+    if cut:
+        print(f"[saferlhf] {description}: {cut} prompt(s) longer than {room} tokens (context {context} - "
+              f"{max_new_tokens} new) keep their last {room} tokens", flush=True)
+    return [ids[-room:] for ids in token_ids]
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
