@@ -119,7 +119,8 @@ class LagrangeConfig:
 
     rule: Literal["gradient", "pid", "fixed"] = doc(
         "gradient", "gradient: SGD on log λ (Safe RLHF); pid: PID Lagrangian (Stooke et al. 2020); fixed: λ stays at "
-                    "lambda_init (critic-free with λ = 0 is plain RLOO). Used by ppo-lag and critic-free.")
+                    "lambda_init (critic-free with λ = 0: unconstrained, leave-one-out baseline). Used by ppo-lag and "
+                    "critic-free.")
     cost_threshold: float = doc(0.0, "d: the constraint is E[C] <= d (cost > 0 means unsafe).")
     lambda_init: float = doc(1.0, "Initial λ; reward-shaping keeps this λ fixed.")
     lambda_lr: float = doc(0.1, "gradient rule: learning rate of log λ.")
