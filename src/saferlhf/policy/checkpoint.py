@@ -40,9 +40,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from saferlhf.training.run_identity import ResumeError
+from saferlhf.training.run_identity import STATE_FILE, ResumeError
 
-STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
 
 

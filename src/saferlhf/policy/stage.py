@@ -23,14 +23,13 @@ from tqdm.auto import tqdm
 
 from saferlhf.config import to_dict
 from saferlhf.policy.lagrange import redistribute_windows
-from saferlhf.policy.checkpoint import (STATE_FILE, latest_checkpoint, load_checkpoint, remove_stale_tmp,
-                                        save_checkpoint)
+from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
 from saferlhf.policy.trainer import NonFiniteLossError, PolicyTrainer
 from saferlhf.runio import RunWriter, _clean, read_log, truncate_jsonl
 from saferlhf.training.distributed import full_parameters, gather_from_all
-from saferlhf.training.run_identity import check_identity, clear_previous_run, finished_run, run_identity
+from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.setup import make_accelerator
 
 __all__ = ["PolicyStageConfig", "run", "evaluate"]
@@ -42,18 +41,10 @@ def run(config: PolicyStageConfig) -> dict:
     output_dir = Path(config.output_dir)
     accelerator = make_accelerator(config.train, **_tracker_arguments(config, output_dir))
     identity = run_identity(config)
-    if config.resume:  # refuse another run's checkpoint (and say a finished run is finished) before any work
-        finished = finished_run(output_dir, identity)
-        if finished is not None:
-            accelerator.print(f"[saferlhf] resume: the run in {output_dir} is already finished "
-                              f"({finished.get('steps')} steps, metrics.json); nothing to do")
-            return finished
-        found = latest_checkpoint(output_dir)
-        if found is not None:
-            check_identity(json.loads((found / STATE_FILE).read_text()).get("run_identity"), identity, found)
-    elif accelerator.is_main_process:  # a fresh start leaves nothing of the previous run to resume from
-        clear_previous_run(output_dir, "checkpoints")
-    accelerator.wait_for_everyone()
+    finished = begin_run(accelerator, output_dir, identity, config.resume, latest_checkpoint(output_dir),
+                         ("checkpoints",))
+    if finished is not None:
+        return finished
     trainer = PolicyTrainer(config, accelerator)
     writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
     writer.write_config(to_dict(config))

@@ -30,10 +30,10 @@ from saferlhf.data.loading import load_preference_data
 from saferlhf.models.loading import apply_lora, load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import RunWriter
-from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint
+from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
 from saferlhf.training.score_losses import cost_loss, reward_loss
-from saferlhf.training.run_identity import check_identity, clear_previous_run, finished_run, run_identity
+from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.score_metrics import save_histogram, score_metrics
 from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler, total_steps
 
@@ -86,17 +86,10 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoint"
     identity = run_identity(config, kind=kind)
-    if config.resume:  # refuse another run's checkpoint (and say a finished run is finished) before any work
-        finished = finished_run(output_dir, identity)
-        if finished is not None:
-            accelerator.print(f"[saferlhf] resume: the run in {output_dir} is already finished "
-                              f"({finished.get('train_steps')} steps, metrics.json); nothing to do")
-            return finished
-        if find_checkpoint(checkpoint_dir):
-            check_identity(read_state(checkpoint_dir).get("run_identity"), identity, checkpoint_dir)
-    elif accelerator.is_main_process:  # a fresh start leaves nothing of the previous run to resume from
-        clear_previous_run(output_dir, "checkpoint", "checkpoint.old", "checkpoint.tmp")
-    accelerator.wait_for_everyone()
+    finished = begin_run(accelerator, output_dir, identity, config.resume, find_checkpoint(checkpoint_dir),
+                         ("checkpoint", "checkpoint.old", "checkpoint.tmp"))
+    if finished is not None:
+        return finished
     writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
     writer.write_config({"kind": kind, **to_dict(config)})
 

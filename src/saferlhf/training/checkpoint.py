@@ -22,9 +22,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from saferlhf.training.run_identity import ResumeError
+from saferlhf.training.run_identity import STATE_FILE, ResumeError
 
-STATE_FILE = "trainer_state.json"
 
 
 def save_checkpoint(accelerator: Accelerator, folder: str | Path, state: dict[str, Any], scheduler=None) -> None:
@@ -55,19 +54,13 @@ def find_checkpoint(folder: str | Path) -> Path | None:
     return None
 
 
-def read_state(folder: str | Path) -> dict[str, Any]:
-    """The ``trainer_state.json`` of the complete checkpoint at ``folder`` (see :func:`find_checkpoint`)."""
+def load_checkpoint(accelerator: Accelerator, folder: str | Path, scheduler=None) -> dict[str, Any]:
+    """Restore everything ``save_checkpoint`` saved; returns the loop's own state dict."""
     found = find_checkpoint(folder)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint at {folder}")
-    return json.loads((found / STATE_FILE).read_text())
-
-
-def load_checkpoint(accelerator: Accelerator, folder: str | Path, scheduler=None) -> dict[str, Any]:
-    """Restore everything ``save_checkpoint`` saved; returns the loop's own state dict."""
-    state = read_state(folder)
-    found = find_checkpoint(folder)
-    if accelerator._custom_objects:
+    state = json.loads((found / STATE_FILE).read_text())
+    if getattr(accelerator, "_custom_objects", None):
         raise RuntimeError("objects registered with register_for_checkpointing would be unpickled on load")
     for path in found.glob("custom_checkpoint_*.pkl"):
         raise ResumeError(f"resume: {path} is a pickle that this version never writes nor reads (an older saferlhf's "

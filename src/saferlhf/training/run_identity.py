@@ -9,6 +9,8 @@ or evaluates, how many threads). Every checkpoint stores it (``trainer_state.jso
   (:func:`clear_previous_run`), as it already replaces ``log.jsonl``;
 - a resume refuses a checkpoint whose identity differs, naming the keys (:func:`check_identity`);
 - a resume of a finished run says so instead of training again (:func:`finished_run`).
+
+:func:`begin_run` does all three for a stage, before it loads anything.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from saferlhf.config import to_dict
 NOT_IDENTITY = ("output_dir", "resume", "tracking", "keep_checkpoints", "evaluation", "data.eval",
                 "train.logging_steps", "train.save_steps", "train.eval_steps", "train.eval_batch_size",
                 "train.num_threads")
+
+
+STATE_FILE = "trainer_state.json"  # the loop state of a checkpoint folder (both checkpoint modules)
 
 
 class ResumeError(ValueError):
@@ -86,3 +91,23 @@ def clear_previous_run(output_dir: str | Path, *names: str) -> None:
     for name in names:
         for path in output_dir.glob(name):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def begin_run(accelerator, output_dir: str | Path, identity: dict[str, Any], resume: bool,
+              checkpoint: Path | None, previous: tuple[str, ...]) -> dict[str, Any] | None:
+    """Before any work. Resume: the ``metrics.json`` of a finished run with this identity (nothing to do),
+    else None once ``checkpoint`` (the one the resume would load) is checked to be this run's. Fresh start:
+    delete ``metrics.json`` and the ``previous`` checkpoint folders (globs) of whatever run was here."""
+    if resume:
+        finished = finished_run(output_dir, identity)
+        if finished is not None:
+            accelerator.print(f"[saferlhf] resume: the run in {output_dir} is already finished (metrics.json); "
+                              "nothing to do")
+            return finished
+        if checkpoint is not None:
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            check_identity(state.get("run_identity"), identity, checkpoint)
+    elif accelerator.is_main_process:
+        clear_previous_run(output_dir, *previous)
+    accelerator.wait_for_everyone()
+    return None
