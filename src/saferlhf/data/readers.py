@@ -14,7 +14,8 @@ Reading never stops at a bad row: a jsonl line that is not valid JSON (or not UT
 :class:`RawRow` with ``error`` set, and the adapters turn it into an ``unreadable_row`` validation
 issue. Only problems with the source as a whole (missing file, unknown extension, a ``.json`` file
 that does not parse, a ``.json``/``.csv`` file that is not UTF-8, a damaged ``.gz`` or ``.parquet``
-file) raise :class:`DataFormatError`, naming the file (and the line where there is one). Blank lines of a jsonl file are not rows and are skipped.
+file) raise :class:`DataFormatError`, naming the file (and the line where there is one). Blank lines
+of a jsonl file are not rows and are skipped.
 
 Folders: ``{split}.{ext}`` or shards ``{split}-*.{ext}`` in the folder or its ``data/`` subfolder
 (the Hugging Face repository layout) are read; with no split asked for, the folder's only split is

@@ -383,7 +383,7 @@ class PolicyTrainer:
             actor.eval()
             logits = answer_logits(actor, part)
             actor.train()
-        weights = all(bool(torch.isfinite(p).all()) for p in actor.parameters() if p.requires_grad)
+            weights = all(bool(torch.isfinite(p).all()) for p in actor.parameters() if p.requires_grad)
         self._stop_if_flagged({"the actor's weights": not weights, "the actor's logits": not bool(
             torch.isfinite(logits).all())}, "after the update", "the policy diverged (learning rate too high?)")
 
@@ -394,9 +394,10 @@ class PolicyTrainer:
             counts = self.accelerator.reduce(counts, "sum")
         bad = [name for name, count in zip(flags, counts.tolist()) if count > 0]
         if bad:
+            reason = cause if isinstance(cause, str) else cause()
             raise NonFiniteLossError(
                 f"policy step {self.global_step + 1}: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not "
-                f"finite (NaN or inf) {when}; {cause if isinstance(cause, str) else cause()}. The run stops here, before writing a checkpoint or sampling; "
+                f"finite (NaN or inf) {when}; {reason}. The run stops here, before writing a checkpoint or sampling; "
                 f"the last good checkpoint in {self.config.output_dir}/checkpoints is kept (resume from it with a "
                 f"lower learning rate, or fix the scorer).")
 

@@ -32,8 +32,8 @@ from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import RunWriter
 from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
-from saferlhf.training.score_losses import cost_loss, reward_loss
 from saferlhf.training.run_identity import begin_run, run_identity
+from saferlhf.training.score_losses import cost_loss, reward_loss
 from saferlhf.training.score_metrics import save_histogram, score_metrics
 from saferlhf.training.setup import make_accelerator, make_optimizer, make_scheduler, total_steps
 
