@@ -10,8 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+import yaml
 
 from saferlhf.config import ConfigError, describe, load_config
+
+# What a user can cause (bad config, data, paths, a diverged run, a refused resume): one line on stderr and
+# exit status 2, the traceback only with --debug. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, yaml.YAMLError, FloatingPointError)
 
 # command -> ("module:ConfigClass", "module:run_function", one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -53,6 +60,13 @@ def _load(target: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saferlhf", description="Safe RLHF and refusal measurement.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", "-c", help="YAML configuration file")
         p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
         p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys for nested sections)")
+        p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
         if name in ("demo", "pipeline"):
             p.add_argument("--quick", action="store_true", help="a small run of every stage (a few minutes)")
             p.add_argument("--rounds", type=int, help="shortcut for rounds=N")
@@ -97,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append("resume=true")
     try:
         config = load_config(config_cls, args.config, overrides)
-    except ConfigError as error:
-        print(f"saferlhf {args.command}: configuration error: {error}", file=sys.stderr)
+        metrics = _load(run_target)(config)
+    except EXPECTED_ERRORS as error:
+        _close_progress_bars()  # so that the message starts on a line of its own
+        if args.debug:
+            traceback.print_exc()
+        kind = "configuration error" if isinstance(error, (ConfigError, yaml.YAMLError)) else "error"
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"saferlhf {args.command}: {kind}: {message}", file=sys.stderr)
         return 2
-    metrics = _load(run_target)(config)
     if metrics:
         shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
         print(f"saferlhf {args.command}: done. " + ", ".join(f"{k}={v}" for k, v in list(shown.items())[:12]))

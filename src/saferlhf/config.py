@@ -13,6 +13,7 @@ implementation's values (PKU-Alignment/safe-rlhf scripts) unless a comment says 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -130,6 +131,10 @@ class TrainConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs > 0 or self.max_steps > 0, prefix + "epochs", "must be > 0 (or set max_steps)")
+        for key in ("epochs", "learning_rate", "weight_decay", "max_grad_norm", "warmup_ratio"):
+            _check(math.isfinite(getattr(self, key)), prefix + key, "must be a finite number")
+        for key in ("max_steps", "weight_decay", "max_grad_norm", "eval_steps", "save_steps", "num_threads"):
+            _check(getattr(self, key) >= 0, prefix + key, "must be >= 0")
         _check(self.learning_rate > 0, prefix + "learning_rate", "must be > 0")
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         _check(self.eval_batch_size > 0, prefix + "eval_batch_size", "must be > 0")
@@ -155,7 +160,9 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as error:
@@ -167,12 +174,30 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw != "" else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override '{key.strip()}': invalid YAML value {raw!r} "
+                              f"({getattr(error, 'problem', None) or error})") from None
+        _set_dotted(data, key.strip(), value)
     try:
         config = from_dict(cls, data)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -39,7 +39,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide metrics and labels from other users; models are 0644 too
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
@@ -73,11 +74,8 @@ class RunWriter:
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log lines after ``last_step`` (on resume from a checkpoint at that step)."""
-        path = self.output_dir / "log.jsonl"
-        if not self.enabled or not path.exists():
-            return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= last_step]
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        if self.enabled:
+            truncate_jsonl(self.output_dir / "log.jsonl", last_step)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         if self.enabled:
@@ -86,6 +84,21 @@ class RunWriter:
     def write_config(self, config_dict: dict[str, Any]) -> None:
         if self.enabled:
             atomic_write_text(self.output_dir / "config.yaml", yaml.safe_dump(_clean(config_dict), sort_keys=False))
+
+
+def truncate_jsonl(path: str | Path, last_step: int) -> None:
+    """Keep the complete lines of a jsonl log with ``step <= last_step`` (a killed run may leave a cut line)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

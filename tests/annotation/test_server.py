@@ -208,7 +208,7 @@ def test_annotate_command_reports_a_bad_file_and_a_busy_port(pairs_path, tmp_pat
     with pytest.raises(SystemExit) as stop:
         run(AnnotateConfig(pairs=str(tmp_path / "bad.jsonl")))
     assert stop.value.code == 2 and "bad.jsonl:1: missing key 'response_0'" in capsys.readouterr().err
-    busy = make_server(pairs_path)
+    busy = make_server(export_pairs(PAIRS, tmp_path / "other.jsonl"))  # another file: one server per labels file
     try:
         with pytest.raises(SystemExit):
             run(AnnotateConfig(pairs=str(pairs_path), port=busy.server_address[1]))

@@ -150,3 +150,10 @@ def test_load_prompts_real_preference_sources(shared_data):
     assert len(prompts) == len(distinct) and all(p[-1]["role"] == "user" for p in prompts)
     pku = json.loads((shared_data / "pku-saferlhf-sample" / "preference_train_sample.json").read_text())
     assert len(load_prompts(DataSource(path=str(shared_data / "pku-saferlhf-sample")))) == len({r["prompt"] for r in pku})
+
+
+def test_repeated_prompts_of_a_prompt_file_are_counted(tmp_path, capsys):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "a"}\n{"prompt": "a"}\n')
+    assert load_prompts(DataSource(path=str(path))) == ["a", "b", "a", "a"]
+    assert "2 prompt(s) repeat an earlier row (kept)" in capsys.readouterr().out

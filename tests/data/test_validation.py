@@ -180,3 +180,17 @@ def test_report_summary_to_dict_and_merge(tmp_path):
     json.dumps(data)  # serialisable for metrics.json
     merged = report.merge(ValidationReport(total=5, kept=5))
     assert (merged.total, merged.kept, merged.counts["missing_field"]) == (18, 8, 1)
+
+
+def test_duplicate_rows_are_reported_and_the_policy_decides():
+    rows = [PreferenceRecord("q", "a", "b", better_response_id=1, source="f.jsonl:1"),
+            PreferenceRecord("q", "a", "b", better_response_id=0, source="f.jsonl:2"),  # other label: not a repeat
+            PreferenceRecord("q", "a", "b", better_response_id=1, source="f.jsonl:3", extra={"id": "x"})]
+    kept, report = validate_records(rows, policy="drop")
+    assert [r.source for r in kept] == ["f.jsonl:1", "f.jsonl:2"]
+    assert report.counts["duplicate_row"] == 1
+    assert report.issues == [("f.jsonl:3", "duplicate_row", "repeats f.jsonl:1")]
+    kept, report = validate_records(rows, policy="keep")
+    assert len(kept) == 3 and report.counts["duplicate_row"] == 1
+    with pytest.raises(DataValidationError, match="f.jsonl:3: duplicate_row: repeats f.jsonl:1"):
+        validate_records(rows, policy="error")

@@ -148,3 +148,16 @@ def test_hub_failure_explains_local_path(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(BenchmarkError, match="pass its local path"):
         load_benchmark("phtest")
+
+
+@pytest.mark.parametrize("content, reason", [
+    ('{"prompt": "ok"}\n{"prompt": 42}\n', r"rows\.jsonl:2: prompt is a int, expected a string"),
+    ('{"prompt": "ok"}\n{"prompt": {"role": "user"}}\n', r"rows\.jsonl:2: prompt is a dict"),
+    ('{"prompt": "ok"}\n[1, 2]\n', r"rows\.jsonl:2: row is a list, not an object of columns"),
+    (b'{"prompt": "ok"}\n{"prompt": "\xff"}\n', r"rows\.jsonl:2: not UTF-8 text"),
+])
+def test_rows_of_the_wrong_shape_are_named_not_turned_into_text(tmp_path, content, reason):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(BenchmarkError, match=reason):
+        load_benchmark(str(path), label="harmful")

@@ -84,3 +84,15 @@ def test_auto_batch_gives_the_same_greedy_answers(tiny):
     model, tokenizer = tiny
     auto = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=0, progress=False)
     assert auto == generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=1, progress=False)
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end(tiny, capsys):
+    model, tokenizer = tiny
+    recorder = _Recorder(model)
+    recorder.config = model.config
+    long_prompt = "word " * 3000 + "What is 2+2?"  # ~3000 tokens; tiny-llama's context is 1024
+    answers = generate_responses(recorder, tokenizer, [long_prompt, "Hi"], max_new_tokens=4, batch_size=2,
+                                 progress=False)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert recorder.shapes[0][1] == model.config.max_position_embeddings - 4
+    assert "1 prompt(s) longer than 1020 tokens" in capsys.readouterr().out

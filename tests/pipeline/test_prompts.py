@@ -59,3 +59,11 @@ def test_files_of_held_out_prompts_only_leave_nothing_to_train_on(tmp_path):
 def test_no_prompts_at_all_is_a_config_error():
     with pytest.raises(ValueError, match="prompts.files.*no training prompts"):
         _config("prompts.builtin=false")
+
+
+@pytest.mark.parametrize("name, content", [("empty.jsonl", ""), ("header.csv", "prompt,label\n")])
+def test_an_empty_prompts_file_is_called_empty(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"{name} holds no rows"):
+        training_prompts(_config(f"prompts.files=[{path}]"))

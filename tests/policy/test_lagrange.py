@@ -43,12 +43,27 @@ def test_gradient_rule_averages_over_processes_and_round_trips_state():
     assert copy.value == multiplier.value
 
 
-def test_fixed_multiplier_keeps_lambda_and_reports_window_mean():
+def test_fixed_multiplier_reports_window_mean():
     multiplier = FixedMultiplier(0.7, episode_cost_window=3)
     assert multiplier.update([1.0, 2.0, 3.0, 4.0]) == pytest.approx(3.0)
-    assert multiplier.value == 0.7
     with pytest.raises(ValueError):
         FixedMultiplier(-1.0)
+
+
+@pytest.mark.parametrize("algorithm, rule, moves", [("reward-shaping", "gradient", False), ("ppo", "gradient", False),
+                                                    ("critic-free", "fixed", False), ("ppo-lag", "fixed", False),
+                                                    ("ppo-lag", "gradient", True), ("critic-free", "pid", True)])
+def test_which_algorithms_and_rules_learn_lambda(algorithm, rule, moves):
+    """The config decides whether λ is learned: the same costs above the threshold move it only then."""
+    from saferlhf.policy.algorithms import make_multiplier
+    from saferlhf.policy.config import LagrangeConfig
+
+    multiplier = make_multiplier(algorithm, LagrangeConfig(rule=rule, lambda_init=0.7, cost_threshold=0.0))
+    start = multiplier.value
+    for _ in range(3):
+        multiplier.update([1.0, 2.0])
+    assert start == (0.0 if algorithm == "ppo" else 0.7)
+    assert (multiplier.value != start) is moves
 
 
 def test_pid_rule_matches_hand_computation():

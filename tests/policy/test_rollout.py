@@ -45,6 +45,30 @@ def test_rollout_layout_with_different_prompt_lengths(toy_model):
     assert rollout.position_ids[0, 2:5].tolist() == [0, 1, 2]
 
 
+def test_batched_log_probs_equal_unpadded_ones_with_learned_positions(toy_model):
+    """RoPE (the toy Llama) ignores a constant shift of the position ids, so wrong ids for a left-padded row
+    would still give the unpadded numbers there; GPT-2's learned absolute positions do not."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tokenizer = _load(toy_model)
+    torch.manual_seed(2)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64,
+                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    rollout = sample_rollout(model.eval(), tokenizer, ["q", "q q q", "q q"] * 2, max_length=16, max_new_tokens=6)
+    assert rollout.attention_mask[:, 0].min() == 0  # some rows are left-padded
+    for row in range(len(rollout)):  # the ids themselves: 0, 1, 2, ... over each row's own tokens
+        attended = rollout.attention_mask[row].bool()
+        assert rollout.position_ids[row][attended].tolist() == list(range(int(attended.sum())))
+    with torch.no_grad():
+        batched = gather_log_probs(answer_logits(model, rollout), rollout.response_ids)  # (N, T)
+        for row in range(len(rollout)):
+            ids = rollout.input_ids[row][rollout.attention_mask[row].bool()].unsqueeze(0)
+            answer_length = int(rollout.response_lengths[row])
+            prompt_length = ids.size(1) - answer_length
+            single = gather_log_probs(model(input_ids=ids).logits[:, prompt_length - 1:-1], ids[:, prompt_length:])[0]
+            torch.testing.assert_close(batched[row, :answer_length], single, atol=1e-5, rtol=1e-5)
+
+
 def test_batched_log_probs_and_values_equal_unpadded_ones(toy_model):
     """Left padding + position ids + the answer mask give exactly the per-row, unpadded numbers."""
     model, tokenizer = _load(toy_model)

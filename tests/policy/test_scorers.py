@@ -13,10 +13,10 @@ PROMPTS = ["Hi", "How are you today? Tell me everything."]
 ANSWERS = ["Hello there, nice to meet you.", "Fine"]
 
 
-def handmade_rollout(tokenizer) -> Rollout:
+def handmade_rollout(tokenizer, prefix: str = "") -> Rollout:
     """The rollout generate() would give if the policy had answered ANSWERS (then the end token)."""
     prompt_ids, prompt_mask, _ = encode_prompts(tokenizer, PROMPTS, 64)
-    answers = [tokenizer(a + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+    answers = [tokenizer(prefix + a + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for a in ANSWERS]
     width = max(len(a) for a in answers)
     answer_ids = torch.full((len(answers), width), tokenizer.pad_token_id)
     response_mask = torch.zeros((len(answers), width), dtype=torch.long)
@@ -56,6 +56,21 @@ def test_shared_tokenizer_reuses_the_policy_tokens(tmp_path):
     retokenized = scorer(rollout)
     torch.testing.assert_close(reused, retokenized, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reused, direct_scores(scorer.model, scorer.tokenizer), atol=1e-5, rtol=1e-5)
+
+
+def test_shared_tokenizer_without_chat_template_reads_the_score_where_training_did(tmp_path):
+    """Without a chat template a score model is trained on prompt + answer with no end-of-turn token after it;
+    the policy's answers end with one, so the score is read at the answer's last token, not at that one."""
+    tokenizer = load_tokenizer("tiny-llama", padding_side="left")
+    tokenizer.chat_template = None
+    torch.manual_seed(0)
+    ScoreModel.from_backbone("tiny-llama", kind="reward").save_pretrained(tmp_path / "reward", tokenizer)
+    scorer = ScoreModelScorer(tmp_path / "reward", tokenizer, batch_size=2)
+    assert scorer.shares_tokenizer and scorer.tokenizer.chat_template is None
+    rollout = handmade_rollout(tokenizer, prefix=" ")  # after "Assistant:" the answer starts with a space
+    assert all(row[mask.bool()][-1] == tokenizer.eos_token_id
+               for row, mask in zip(rollout.response_ids, rollout.response_mask))  # answers end with the eos
+    torch.testing.assert_close(scorer(rollout), direct_scores(scorer.model, scorer.tokenizer), atol=1e-5, rtol=1e-5)
 
 
 def test_other_tokenizer_retokenizes(tmp_path):

@@ -51,6 +51,9 @@ def test_one_step_of_each_algorithm(toy_model, toy_prompts, tmp_path, algorithm,
     else:  # the toy policy starts above the threshold, so λ grows: log λ = 0.5 · (Ĵ_c - d)
         assert metrics["lambda"] == pytest.approx(torch.tensor(0.5 * (metrics["episode_cost"] - 0.3)).exp().item())
     assert metrics["episode_cost"] == pytest.approx(metrics["cost"])
+    # KL = 0 at step 1 holds by construction (the actor starts as the reference); after one update it must not:
+    # a reference that followed the actor (shared weights, no frozen copy) would keep it at 0
+    assert trainer.step()["kl"] != pytest.approx(0.0, abs=1e-6)
 
 
 def test_critics_start_from_the_score_models(toy_model, toy_prompts, tmp_path):

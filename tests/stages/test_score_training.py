@@ -83,8 +83,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     interrupted = config_for(tmp_path / "b", data, max_steps=6, save_steps=2)
     real_save = score_training.save_checkpoint
 
-    def save_then_die(accelerator, folder, state):
-        real_save(accelerator, folder, state)
+    def save_then_die(accelerator, folder, state, *rest):
+        real_save(accelerator, folder, state, *rest)
         if state["step"] == 4:
             raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
 
@@ -97,8 +97,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     resumed = ScoreModel.from_pretrained(interrupted.output_dir)
     for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
-    assert steps[:6] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing log lines across the resume
+    resumed_log = [json.loads(line) for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
+    straight_log = [json.loads(line) for line in (tmp_path / "a" / "out" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in resumed_log][:6] == [1, 2, 3, 4, 5, 6]  # no duplicated or missing lines
+    assert [line.get("epoch") for line in resumed_log] == [line.get("epoch") for line in straight_log]  # mid-epoch
 
 
 def test_pku_sample_both_stages(shared_data, tmp_path):
@@ -113,7 +115,7 @@ def test_pku_sample_both_stages(shared_data, tmp_path):
     assert 0.0 <= metrics["eval_sign_accuracy"] <= 1.0
 
 
-def test_score_command_scores_a_file(tmp_path):
+def test_score_command_scores_a_file(tmp_path, capsys):
     data = write_pairs(tmp_path / "pairs.jsonl")
     train_score_model(config_for(tmp_path, data, epochs=4), "cost")
     answers = tmp_path / "answers.jsonl"
@@ -124,5 +126,5 @@ def test_score_command_scores_a_file(tmp_path):
     assert rows[0]["is_unsafe"] is False and rows[1]["is_unsafe"] is True  # learned: refusal safe, compliance unsafe
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
-        cli_main(["score", f"model={tmp_path / 'out'}", f"input={bad}"])
+    assert cli_main(["score", f"model={tmp_path / 'out'}", f"input={bad}"]) == 2
+    assert "bad.jsonl:1" in capsys.readouterr().err

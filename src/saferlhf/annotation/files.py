@@ -123,13 +123,19 @@ def _read_jsonl(path: Path, what: str) -> list[tuple[int, Any]]:
     if not path.is_file():
         raise AnnotationError(f"{what} file not found: {path}")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise AnnotationError(f"{path}:{number}: not UTF-8 text (byte {error.start + 1} of the line)") from None
         if not line.strip():
             continue
         try:
             rows.append((number, json.loads(line)))
         except json.JSONDecodeError as error:
             raise AnnotationError(f"{path}:{number}: not JSON ({error.msg})") from None
+        except RecursionError:
+            raise AnnotationError(f"{path}:{number}: not JSON this reads (nested too deeply)") from None
     return rows
 
 

@@ -3,7 +3,13 @@
 Standard library only (``http.server``). It listens on a loopback address only (``127.0.0.1``,
 ``::1`` or ``localhost``) and answers only requests whose ``Host`` header names one, so a web
 page elsewhere cannot reach it through DNS rebinding; POSTs must be ``application/json``, which a
-cross-site form cannot send without a CORS preflight that this server never grants.
+cross-site form cannot send without a CORS preflight that this server never grants, and a request
+whose ``Origin`` header is not a loopback page is refused too. A body is read only with a
+``Content-Length`` of 0..1 MiB, within ``REQUEST_TIMEOUT_S`` seconds; JSON nested too deeply is a 400.
+
+One server per labels file: :class:`LabelStore` holds an exclusive lock (``<labels>.lock``, ``flock``)
+while it serves, so a second server on the same file is refused instead of overwriting the first's
+labels with its own memory.
 
 Routes:
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import socketserver
 import threading
@@ -32,6 +39,7 @@ from saferlhf.annotation.files import (UPDATE_KEYS, AnnotationError, apply_updat
 from saferlhf.annotation.page import PAGE_HTML
 
 MAX_BODY_BYTES = 1 << 20
+REQUEST_TIMEOUT_S = 5  # a client that announces more body than it sends is dropped after this
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                            "connect-src 'self'; base-uri 'none'; form-action 'none'")
 
@@ -61,8 +69,21 @@ class LabelStore:
         self.labels_path = Path(labels_path) if labels_path else labels_path_for(self.pairs_path)
         self.pairs = [pair for _, pair in read_pairs(self.pairs_path)]
         self.pairs_by_id = {pair["id"]: pair for pair in self.pairs}
-        self.labels = read_labels(self.labels_path, self.pairs)
+        self._file_lock = _lock_file(self.labels_path.with_name(self.labels_path.name + ".lock"), self.labels_path)
+        try:
+            for stale in self.labels_path.parent.glob(self.labels_path.name + ".*.tmp"):  # a killed save's; ours now
+                stale.unlink()
+            self.labels = read_labels(self.labels_path, self.pairs)
+        except BaseException:
+            self.close()
+            raise
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the labels file for another server."""
+        if self._file_lock is not None:
+            os.close(self._file_lock)
+            self._file_lock = None
 
     def update(self, data) -> dict:
         """Validate one answer, merge it, save atomically; returns the pair's new entry."""
@@ -99,8 +120,26 @@ class LabelStore:
                     "start": self.start_index(), "labels_file": str(self.labels_path), "progress": self.progress()}
 
 
+def _lock_file(lock_path: Path, labels_path: Path) -> int | None:
+    """An exclusive ``flock`` on ``lock_path`` (its descriptor), or AnnotationError if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: one server per file is then the user's to keep
+        return None
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise AnnotationError(f"another annotation server is already saving labels to {labels_path} (it holds "
+                              f"{lock_path}); stop it first, or label another file") from None
+    return fd
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "AnnotationServer"
+    timeout = REQUEST_TIMEOUT_S  # socket timeout: a body shorter than its Content-Length cannot hold a thread
 
     def do_GET(self):  # noqa: N802 (http.server naming)
         if not self._host_ok():
@@ -123,12 +162,23 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             return self._send_json(400, {"error": "Content-Length is not a number"})
+        if length < 0:
+            return self._send_json(400, {"error": f"Content-Length {length} is negative"})
         if length > MAX_BODY_BYTES:
             return self._send_json(413, {"error": f"body of {length} bytes is larger than {MAX_BODY_BYTES}"})
         try:
-            data = json.loads(self.rfile.read(length).decode("utf-8"))
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            return None
+        if len(body) < length:
+            return self._send_json(400, {"error": f"the body ended after {len(body)} of {length} bytes"})
+        try:
+            data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return self._send_json(400, {"error": f"the body is not JSON: {error}"})
+        except RecursionError:
+            return self._send_json(400, {"error": "the body is not JSON this server reads: nested too deeply"})
         store = self.server.store
         try:
             entry = store.update(data)
@@ -140,11 +190,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _host_ok(self) -> bool:
         host = self.headers.get("Host", "")
-        name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
-        if is_loopback(name):
-            return True
-        self._send_json(403, {"error": f"Host header {host!r} is not a loopback name"})
-        return False
+        if not is_loopback(_host_name(host)):
+            self._send_json(403, {"error": f"Host header {host!r} is not a loopback name"})
+            return False
+        origin = self.headers.get("Origin")  # sent by browsers with every POST: the page must be this server's
+        if origin is not None and not (origin.startswith("http://") and is_loopback(_host_name(origin[7:]))):
+            self._send_json(403, {"error": f"Origin {origin!r} is not a page of this server"})
+            return False
+        return True
 
     def _send_json(self, code: int, payload) -> None:
         self._send(code, json.dumps(payload).encode("utf-8"), "application/json")
@@ -164,6 +217,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def _host_name(host: str) -> str:
+    """``name`` of ``name:port``, ``[v6]:port`` or ``name`` (a path after it ignored)."""
+    host = host.split("/", 1)[0]
+    return host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+
+
 class AnnotationServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` bound to a loopback address, serving one :class:`LabelStore`."""
 
@@ -174,6 +233,10 @@ class AnnotationServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.store = store
         super().__init__((host.strip("[]"), port), _Handler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.store.close()
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # HTTPServer's version adds a slow reverse-DNS lookup
@@ -189,7 +252,12 @@ def make_server(pairs_path: str | Path, host: str = "127.0.0.1", port: int = 0,
                 labels_path: str | Path | None = None) -> AnnotationServer:
     """A ready server for ``pairs_path`` (not yet serving); call ``serve_forever`` in a thread to test."""
     check_loopback(host)  # before reading anything
-    return AnnotationServer(LabelStore(pairs_path, labels_path), host, port)
+    store = LabelStore(pairs_path, labels_path)
+    try:
+        return AnnotationServer(store, host, port)
+    except BaseException:
+        store.close()
+        raise
 
 
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False,

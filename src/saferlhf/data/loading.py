@@ -108,6 +108,9 @@ def _prompts_from_rows(rows: list[RawRow], path: str) -> list[Prompt]:
             prompts.append(raw.row[column])
     report.kept = len(prompts)
     _print_prompt_report(path, report)
+    repeats = len(prompts) - len({json.dumps(p, sort_keys=True, ensure_ascii=False) for p in prompts})
+    if repeats:  # kept: sampling a prompt twice as often may be meant; said, never silent
+        print(f"[saferlhf] {path}: {repeats} prompt(s) repeat an earlier row (kept)", flush=True)
     return prompts
 
 

@@ -10,10 +10,12 @@ carries a location string so that later errors can point at it:
   Lines (one object per line) is read as jsonl;
 - dataset ids and folders written by ``Dataset.save_to_disk``: ``id[split]:#INDEX``.
 
-Reading never stops at a bad row: a jsonl line that is not valid JSON becomes a :class:`RawRow` with
-``error`` set, and the adapters turn it into an ``unreadable_row`` validation issue. Only problems
-with the source as a whole (missing file, unknown extension, a ``.json`` file that does not parse)
-raise :class:`DataFormatError`. Blank lines of a jsonl file are not rows and are skipped.
+Reading never stops at a bad row: a jsonl line that is not valid JSON (or not UTF-8 text) becomes a
+:class:`RawRow` with ``error`` set, and the adapters turn it into an ``unreadable_row`` validation
+issue. Only problems with the source as a whole (missing file, unknown extension, a ``.json`` file
+that does not parse, a ``.json``/``.csv`` file that is not UTF-8, a damaged ``.gz`` or ``.parquet``
+file) raise :class:`DataFormatError`, naming the file (and the line where there is one). Blank lines
+of a jsonl file are not rows and are skipped.
 
 Folders: ``{split}.{ext}`` or shards ``{split}-*.{ext}`` in the folder or its ``data/`` subfolder
 (the Hugging Face repository layout) are read; with no split asked for, the folder's only split is
@@ -26,8 +28,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,19 @@ def is_dataset_id(path: str) -> bool:
 
 
 def read_file(path: Path, limit: int = 0) -> list[RawRow]:
+    try:
+        return _read_file(path, limit)
+    except (OSError, EOFError, zlib.error) as error:  # unreadable, or a cut / damaged .gz file
+        raise DataFormatError(f"{path}: cannot read the file ({type(error).__name__}: {error})") from None
+    except DataFormatError:
+        raise
+    except Exception as error:  # a damaged .parquet file (pyarrow's own errors)
+        if path.name.endswith(".parquet"):
+            raise DataFormatError(f"{path}: not a readable parquet file ({error})") from None
+        raise
+
+
+def _read_file(path: Path, limit: int) -> list[RawRow]:
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz")):
         rows = _read_jsonl(path, limit)
@@ -81,23 +98,44 @@ def read_file(path: Path, limit: int = 0) -> list[RawRow]:
     return rows[:limit] if limit else rows
 
 
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
+    column = error.start - data.rfind(b"\n", 0, error.start)
+    return f"not UTF-8 text (byte 0x{data[error.start]:02x} at column {column})"
+
+
+def _open_text(path: Path) -> io.StringIO:
+    """The whole file as text; a byte that is not UTF-8 is a :class:`DataFormatError` naming its line."""
+    with _open_bytes(path) as handle:
+        data = handle.read()
+    try:
+        return io.StringIO(data.decode("utf-8"), newline="")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataFormatError(f"{path}:{line}: {_not_utf8(data, error)}") from None
 
 
 def _read_jsonl(path: Path, limit: int) -> list[RawRow]:
     rows = []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
+    with _open_bytes(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            location = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                rows.append(RawRow(location, None, _not_utf8(raw, error)))
+                continue
             if not line.strip():
                 continue
-            location = f"{path}:{number}"
             try:
                 rows.append(RawRow(location, json.loads(line)))
             except json.JSONDecodeError as error:
                 rows.append(RawRow(location, None, f"invalid JSON ({error.msg} at column {error.colno})"))
+            except RecursionError:
+                rows.append(RawRow(location, None, "invalid JSON (nested too deeply)"))
             if limit and len(rows) >= limit:
                 break
     return rows
@@ -107,6 +145,8 @@ def _read_json(path: Path) -> list[RawRow]:
     with _open_text(path) as handle:
         try:
             data = json.load(handle)
+        except RecursionError:
+            raise DataFormatError(f"{path}: invalid JSON (nested too deeply)") from None
         except json.JSONDecodeError as error:
             if error.msg == "Extra data" and error.lineno > 1:  # JSON Lines saved as .json (common on the hub)
                 return _read_jsonl(path, 0)

@@ -59,6 +59,12 @@ def encode(tokenizer, prompt: Prompt, response: str, max_length: int) -> Encoded
     return Encoded(input_ids=ids, prompt_length=len(head) + len(prompt_ids), overlong=overlong)
 
 
+def closes_with_eos(tokenizer) -> bool:
+    """Whether :func:`encode` ends an answer with the eos token (chat template, or a tokenizer that appends it)."""
+    return has_chat_template(tokenizer) or (tokenizer.eos_token_id is not None
+                                            and _special_tokens_around(tokenizer)[1][-1:] == [tokenizer.eos_token_id])
+
+
 def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     """Special tokens the tokenizer puts before and after a text (``[CLS]`` / ``[SEP]`` for BERT)."""
     plain = tokenizer("x", add_special_tokens=False)["input_ids"]

@@ -19,6 +19,7 @@ safety labels only and is skipped when ``need="helpfulness"``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ REASONS = {
     "identical_responses": "both responses are the same text (nothing to rank)",
     "unsafe_safer_response": "the safer response is labelled unsafe while the other is labelled safe",
     "overlong": "a response alone does not fit in max_length tokens (after truncating the prompt)",
+    "duplicate_row": "the same prompt, responses and labels as an earlier row (the first one is kept)",
 }
 UNUSABLE = frozenset({"unreadable_row", "missing_field", "wrong_type", "malformed_transcript",
                       "id_not_binary", "missing_label"})
@@ -105,10 +107,15 @@ def validate_records(records: list[PreferenceRecord], tokenizer=None, max_length
     if tokenizer is not None and not max_length:
         raise ValueError("validate_records: max_length is required with a tokenizer (over-long check)")
     report = ValidationReport(policy=policy, need=need, total=len(records))
-    kept = []
+    kept, first_seen = [], {}
     show_progress = tokenizer is not None and len(records) >= 1000
     for record in tqdm(records, desc="validating records", disable=not show_progress):
         problems = check_record(record, need, tokenizer, max_length)
+        if not any(reason in UNUSABLE for reason, _ in problems):
+            key = _duplicate_key(record)
+            if key in first_seen:
+                problems.append(("duplicate_row", f"repeats {first_seen[key]}"))
+            first_seen.setdefault(key, record.source)
         for reason, detail in problems:
             report.add(record.source, reason, detail)
         if problems:
@@ -119,6 +126,14 @@ def validate_records(records: list[PreferenceRecord], tokenizer=None, max_length
     if policy == "error" and report.issues:
         raise DataValidationError(error_message(report))
     return kept, report
+
+
+def _duplicate_key(record: PreferenceRecord) -> str:
+    """What makes two rows the same example (the source and free-form extras aside)."""
+    fields = record.to_dict()
+    fields.pop("source")
+    fields.pop("extra")
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def error_message(report: ValidationReport, examples: int = 5) -> str:

@@ -126,25 +126,20 @@ def read_rows(source: str, config: str | None = None, split: str = "train") -> l
 
 
 def _read_file(path: Path) -> list[tuple[str, dict]]:
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            return [(f"{path}:{reader.line_num}", row) for row in reader]
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append((f"{path}:{number}", json.loads(line)))
-                except json.JSONDecodeError as error:
-                    raise BenchmarkError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-        return rows
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise BenchmarkError(f"{path}: expected a JSON list of objects")
-        return [(f"{path}:[{i}]", row) for i, row in enumerate(data)]
-    raise BenchmarkError(f"{path}: unsupported file type '{path.suffix}' (use .csv, .jsonl or .json)")
+    """Rows of a local file through :mod:`saferlhf.data.readers` (one reader for every stage); a bad row stops
+    the benchmark with its file and line (a benchmark is measured whole or not at all)."""
+    from saferlhf.data.readers import read_file
+
+    if path.suffix not in (".csv", ".jsonl", ".json"):
+        raise BenchmarkError(f"{path}: unsupported file type '{path.suffix}' (use .csv, .jsonl or .json)")
+    rows = []
+    for raw in read_file(path):
+        if raw.error:
+            raise BenchmarkError(f"{raw.location}: {raw.error}")
+        if not isinstance(raw.row, dict):
+            raise BenchmarkError(f"{raw.location}: row is a {type(raw.row).__name__}, not an object of columns")
+        rows.append((raw.location, raw.row))
+    return rows
 
 
 def _find_column(row: dict, wanted: str, candidates: tuple[str, ...], where: str, what: str) -> str | None:
@@ -184,7 +179,9 @@ def _generic(name: str, source: str, prompt_column: str, label_column: str, cate
     prompts, skipped = [], {}
     for index, (where, row) in enumerate(rows):
         text = row.get(prompt_key)
-        if text is None or not str(text).strip():
+        if text is not None and not isinstance(text, str):
+            raise BenchmarkError(f"{where}: prompt is a {type(text).__name__}, expected a string")
+        if text is None or not text.strip():
             skipped["empty prompt"] = skipped.get("empty prompt", 0) + 1
             continue
         label = forced_label or (parse_label(row.get(label_key), where) if label_key else "unlabelled")

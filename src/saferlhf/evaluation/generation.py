@@ -7,7 +7,9 @@ order. ``batch_size = 0`` sizes the batches to the memory available (:func:`auto
 The model generates in the dtype it was loaded in: callers load a bf16 copy where the hardware has
 bf16 (:mod:`saferlhf.models.precision`; ``bench/generation.py`` measures the gain).
 ``temperature = 0`` means greedy decoding; otherwise nucleus sampling with ``top_p``, seeded.
-Only the new tokens are decoded, special tokens removed.
+Only the new tokens are decoded, special tokens removed. A prompt longer than the model's context
+(``max_position_embeddings`` minus ``max_new_tokens``) keeps its last tokens (the question, the
+generation prompt), and the number cut is printed: never a 1 TB attention matrix, never dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: 
     if not prompts:
         return []
     texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
-    token_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    token_ids = _fit_context(model, [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts],
+                             max_new_tokens, description)
     if batch_size == 0:
         batch_size = auto_batch_size(model, max(len(ids) for ids in token_ids) + max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
@@ -84,6 +87,19 @@ def auto_batch_size(model, sequence_length: int, memory_fraction: float = 0.25,
 
         free = psutil.virtual_memory().available
     return max(1, min(largest or LARGEST_AUTO_BATCH, int(free * memory_fraction // per_sequence)))
+
+
+def _fit_context(model, token_ids: list[list[int]], max_new_tokens: int, description: str) -> list[list[int]]:
+    """Cut prompts that leave no room for ``max_new_tokens`` in the model's context, from the left."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not context:
+        return token_ids
+    room = max(1, context - max_new_tokens)
+    cut = sum(len(ids) > room for ids in token_ids)
+    if cut:
+        print(f"[saferlhf] {description}: {cut} prompt(s) longer than {room} tokens (context {context} - "
+              f"{max_new_tokens} new) keep their last {room} tokens", flush=True)
+    return [ids[-room:] for ids in token_ids]
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,8 +36,15 @@ def is_builtin(name: str) -> bool:
 
 
 def resolve(name_or_path: str) -> str:
-    """Return a local folder (built-in names) or the argument unchanged (hub id or path)."""
+    """Return a local folder (built-in names) or the argument unchanged (hub id or path).
+
+    A path that cannot be a hub id (``owner/name``) and does not exist is an error naming it, instead
+    of the hub client's "Repo id must be in the form" message."""
     if not is_builtin(name_or_path):
+        looks_local = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+        if looks_local and not Path(name_or_path).expanduser().exists():
+            raise FileNotFoundError(f"model {name_or_path!r}: no such local folder (and not a Hugging Face id "
+                                    "owner/name nor a built-in name)")
         return name_or_path
     return str({
         "smollm2-135m-instruct": _smollm2_folder,

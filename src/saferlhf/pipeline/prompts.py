@@ -26,7 +26,10 @@ def training_prompts(config: PromptsConfig) -> list[dict]:
     heldout = {_key(row["prompt"]) for row in builtin_prompts(split="heldout")}
     for source in config.files:
         skipped, read = 0, 0
-        for raw in read_rows(source.path, source.split, source.limit):
+        raws = read_rows(source.path, source.split, source.limit)
+        if not raws:
+            raise ValueError(f"config key 'prompts.files': {source.path} holds no rows")
+        for raw in raws:
             row = _check_row(raw)
             if _key(row["prompt"]) in heldout:
                 skipped += 1

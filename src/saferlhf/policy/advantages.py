@@ -10,8 +10,10 @@
   score is compared with the other answers to the same prompt.
   * leave-one-out (RLOO; Kool et al. 2019, Ahmadian et al. 2024, arXiv 2402.14740):
         A_i = x_i - 1/(k-1) · Σ_{j≠i} x_j  =  k/(k-1) · (x_i - mean(x))
-  * group mean (GRPO without scaling; Shao et al. 2024, arXiv 2402.03300; Liu et al. 2025 "Dr GRPO"):
+  * group mean (GRPO without the std scaling; Shao et al. 2024, arXiv 2402.03300):
         A_i = x_i - mean(x)
+    (Dr GRPO, Liu et al. 2025, also drops GRPO's 1/|y| averaging of each answer's tokens; the loss here
+    keeps it, see :func:`saferlhf.policy.losses.masked_mean`, so this is not Dr GRPO.)
   * group normalised (GRPO): A_i = (x_i - mean(x)) / (std(x) + ε). Scaling reward and cost by their
     own group std changes how much one unit of cost weighs against one unit of reward from group to
     group, so λ no longer weighs E[C] against E[R]; prefer the two unscaled baselines with a constraint.

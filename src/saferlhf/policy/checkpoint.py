@@ -7,7 +7,12 @@ One checkpoint is the folder ``<output_dir>/checkpoints/step-NNNNNN`` holding
 - ``optimizers.pt`` and ``schedulers.pt`` (``state_dict`` of each, by name);
 - ``rng_state_<rank>.pt``: Python, NumPy, torch CPU (and CUDA) generator states of every process;
 - ``trainer_state.json``: the step, the data position, the Lagrange multiplier's state (with every
-  process's own episode-cost window), the number of processes and whatever else the loop needs.
+  process's own episode-cost window), the number of processes, the run's identity
+  (:mod:`saferlhf.training.run_identity`) and whatever else the loop needs.
+
+Nothing is unpickled on load: weights are safetensors, the state is JSON, and the ``.pt`` files hold
+only tensors and plain containers, read with ``torch.load(weights_only=True)``; a file that would need
+more (a crafted pickle that runs code) is refused with :class:`ResumeError` naming it.
 
 Only the main process writes weights, optimisers and schedulers (under DDP every process holds the
 same ones); each process writes its own RNG state. Any number of processes can read a checkpoint:
@@ -35,7 +40,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-STATE_FILE = "trainer_state.json"
+from saferlhf.training.run_identity import STATE_FILE, ResumeError
+
 _NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -69,7 +75,9 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, position, has_gauss, cached = np.random.get_state()  # keys as a tensor: no NumPy object to unpickle
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position,
+                                                     has_gauss, cached), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -77,7 +85,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -137,16 +146,25 @@ def load_checkpoint(accelerator, folder: str | Path, models: dict[str, torch.nn.
     for name, model in models.items():
         load_trainable_state(accelerator.unwrap_model(model), load_file(str(folder / f"{name}.safetensors")),
                              f"{folder}/{name}.safetensors")
-    saved = torch.load(folder / "optimizers.pt", map_location="cpu", weights_only=False)
+    saved = load_tensors(folder / "optimizers.pt")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(saved[name])
-    saved = torch.load(folder / "schedulers.pt", map_location="cpu", weights_only=False)
+    saved = load_tensors(folder / "schedulers.pt")
     for name, scheduler in schedulers.items():
         scheduler.load_state_dict(saved[name])
     rng_file = folder / f"rng_state_{accelerator.process_index}.pt"
     if rng_file.exists():  # absent when resuming with more processes than wrote the checkpoint
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(load_tensors(rng_file))
     return state
+
+
+def load_tensors(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for a forbidden object, RuntimeError for a damaged file
+        raise ResumeError(f"resume: {path} is not a plain tensor file ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); refusing to load it") from error
 
 
 def remove_stale_tmp(output_dir: str | Path) -> int:

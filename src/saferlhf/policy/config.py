@@ -132,7 +132,8 @@ class LagrangeConfig:
 
     rule: Literal["gradient", "pid", "fixed"] = doc(
         "gradient", "gradient: SGD on log λ (Safe RLHF); pid: PID Lagrangian (Stooke et al. 2020); fixed: λ stays at "
-                    "lambda_init (critic-free with λ = 0 is plain RLOO). Used by ppo-lag and critic-free.")
+                    "lambda_init (critic-free with λ = 0: unconstrained, leave-one-out baseline). Used by ppo-lag and "
+                    "critic-free.")
     cost_threshold: float = doc(0.0, "d: the constraint is E[C] <= d (cost > 0 means unsafe).")
     lambda_init: float = doc(1.0, "Initial λ; reward-shaping keeps this λ fixed.")
     lambda_lr: float = doc(0.1, "gradient rule: learning rate of log λ.")
@@ -150,6 +151,8 @@ class LagrangeConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.lambda_init >= 0, prefix + "lambda_init", "must be >= 0")
+        _check(self.lambda_init > 0 or self.rule != "gradient", prefix + "lambda_init",
+               "must be > 0 with rule=gradient (it learns log λ); use rule=fixed for λ = 0")
         _check(self.lambda_lr > 0, prefix + "lambda_lr", "must be > 0")
         _check(self.lambda_max >= 0, prefix + "lambda_max", "must be >= 0")
         _check(self.update_delay_steps >= 0, prefix + "update_delay_steps", "must be >= 0")

@@ -13,7 +13,8 @@ With e_k = Ĵ_c,k - d (Ĵ_c = mean of the episode-cost window, averaged over pro
     D_k  = max(0, J_k - J_{k - delay})                          (only a *rising* cost counts)
     λ_k  = min(λ_max, max(0, K_p · P_k + I_k + K_d · D_k))
 
-``λ_max <= 0`` means no upper bound. Same interface as
+``λ_max <= 0`` means no upper bound. Unlike OmniSafe, λ is λ_init (not 0) before the first update
+and λ_max always applies. Same interface as
 :class:`saferlhf.policy.lagrange.LagrangeMultiplier`.
 """
 

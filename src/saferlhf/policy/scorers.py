@@ -3,7 +3,9 @@
 - :class:`ScoreModelScorer` wraps a :class:`~saferlhf.models.score_model.ScoreModel` folder. When
   its tokenizer is the actor's (same vocabulary, merges, special tokens and chat template), it
   scores the rollout's own tokens: no decode / re-encode round trip, and the score is read at the
-  answer's last token exactly as the policy produced it. Otherwise it decodes the answers and
+  answer's last token exactly as the policy produced it (a tokenizer without chat template trains
+  the score model on answers *without* the end-of-turn token, so that token is masked out before
+  scoring: the score is read where training read it). Otherwise it decodes the answers and
   re-tokenises prompt + answer with its own tokenizer and template
   (:func:`saferlhf.data.templates.encode`). The same rule decides whether a critic can start from
   the score model (critic values must line up with the actor's tokens).
@@ -32,7 +34,7 @@ import torch
 from saferlhf.data.builtin import LABELS, builtin_prompts
 from saferlhf.data.readers import read_rows
 from saferlhf.data.records import prompt_text
-from saferlhf.data.templates import encode
+from saferlhf.data.templates import closes_with_eos, encode
 from saferlhf.models.loading import load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.policy.config import OVER_REFUSAL
@@ -78,6 +80,7 @@ class ScoreModelScorer:
         self.model = ScoreModel.from_pretrained(folder, dtype=dtype).to(device).eval().requires_grad_(False)
         self.tokenizer = score_model_tokenizer(folder, self.model)
         self.shares_tokenizer = same_tokenizer(actor_tokenizer, self.tokenizer)
+        self.strip_end_of_turn = not closes_with_eos(self.tokenizer)  # training text had no eos after the answer
         self.normalize_mode = normalize
         self.batch_size = batch_size
         self.max_length = max_length
@@ -89,12 +92,19 @@ class ScoreModelScorer:
         for start in range(0, len(rollout), self.batch_size):
             part = rollout.select(range(start, min(start + self.batch_size, len(rollout))))
             if self.shares_tokenizer:
-                out = self.model(part.input_ids, part.attention_mask, position_ids=part.position_ids)
+                out = self.model(part.input_ids, self._scoring_mask(part), position_ids=part.position_ids)
             else:
                 input_ids, attention_mask = self._retokenize(part)
                 out = self.model(input_ids, attention_mask)
             scores.append(out.end_scores)
         return self.model.normalize(torch.cat(scores), self.normalize_mode).float()
+
+    def _scoring_mask(self, part: Rollout) -> torch.Tensor:  # (B, P + T)
+        """The rollout's attention mask, without the answers' end-of-turn token if training never saw one."""
+        if not self.strip_end_of_turn:
+            return part.attention_mask
+        answer = part.attention_mask[:, part.prompt_width:] * (part.response_ids != self.tokenizer.eos_token_id)
+        return torch.cat([part.attention_mask[:, :part.prompt_width], answer.long()], dim=1)
 
     def _retokenize(self, part: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded (B, L) ids and mask of prompt + answer in the score model's own format."""

@@ -27,8 +27,9 @@ from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remov
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
 from saferlhf.policy.trainer import NonFiniteLossError, PolicyTrainer
-from saferlhf.runio import RunWriter, _clean, atomic_write_text, read_log
+from saferlhf.runio import RunWriter, _clean, read_log, truncate_jsonl
 from saferlhf.training.distributed import full_parameters, gather_from_all
+from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.setup import make_accelerator
 
 __all__ = ["PolicyStageConfig", "run", "evaluate"]
@@ -39,6 +40,11 @@ def run(config: PolicyStageConfig) -> dict:
     """Train to ``total_steps`` (resuming if asked), evaluate, save the policy; returns final metrics."""
     output_dir = Path(config.output_dir)
     accelerator = make_accelerator(config.train, **_tracker_arguments(config, output_dir))
+    identity = run_identity(config)
+    finished = begin_run(accelerator, output_dir, identity, config.resume, latest_checkpoint(output_dir),
+                         ("checkpoints",))
+    if finished is not None:
+        return finished
     trainer = PolicyTrainer(config, accelerator)
     writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
     writer.write_config(to_dict(config))
@@ -60,7 +66,8 @@ def run(config: PolicyStageConfig) -> dict:
             process_log.unlink(missing_ok=True)
     if config.resume:  # drop lines written after the checkpoint (and a line cut by the kill)
         for name in ("log.jsonl", "eval.jsonl"):
-            _truncate(output_dir / name, trainer.global_step if checkpoint else -1, accelerator.is_main_process)
+            if accelerator.is_main_process:
+                truncate_jsonl(output_dir / name, trainer.global_step if checkpoint else -1)
     if checkpoint is None and trainer.eval_sets:
         state["eval_before"] = evaluate(trainer, "before")
         _log_eval(writer, accelerator, 0, state["eval_before"])
@@ -109,6 +116,7 @@ def run(config: PolicyStageConfig) -> dict:
         metrics.update({f"before/{k}": v for k, v in (state["eval_before"] or {}).items()})
         metrics.update({f"after/{k}": v for k, v in after.items()})
     _save_policy(trainer, output_dir / "policy")
+    metrics["run_identity"] = identity  # a later resume recognises this finished run by it
     writer.write_metrics(metrics)
     accelerator.end_training()
     return metrics
@@ -174,7 +182,7 @@ def _save(trainer: PolicyTrainer, state: dict) -> None:
     loop_state = {"global_step": trainer.global_step, "data_position": trainer.data_position(),
                   "multipliers": trainer.constraints.state_dict(windows),
                   "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
-                  "eval_before": state.get("eval_before")}
+                  "eval_before": state.get("eval_before"), "run_identity": run_identity(trainer.config)}
     save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,
                     trainer.optimizers, trainer.schedulers, loop_state, keep=trainer.config.keep_checkpoints)
 
@@ -224,20 +232,6 @@ def _summary(log_path: Path) -> dict[str, float]:
         if values:
             summary[f"final/{key}"] = sum(values) / len(values)
     return summary
-
-
-def _truncate(path: Path, last_step: int, enabled: bool) -> None:
-    """Keep the complete lines of a jsonl log with ``step <= last_step`` (a killed run may leave a cut line)."""
-    if not (enabled and path.exists()):
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _tracker_arguments(config: PolicyStageConfig, output_dir: Path) -> dict:

@@ -32,6 +32,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def has_active_dropout(model: torch.nn.Module) -> bool:
         isinstance(module, torch.nn.Dropout) and module.p > 0 for module in model.modules())
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the run stops and the last good checkpoint is kept."""
+class NonFiniteLossError(FloatingPointError):
+    """A loss, the actor's weights or its logits became NaN or infinite; the run stops and the last good
+    checkpoint is kept."""
 
 
 @dataclass
@@ -246,6 +248,7 @@ class PolicyTrainer:
         self.synchronize_multipliers()
         lagrange_multipliers = self.constraints.values()
         update_metrics = self.update(experience, lagrange_multipliers)
+        self.stop_if_diverged(rollout)
         updated = time.perf_counter()
         self.global_step += 1
 
@@ -398,20 +401,39 @@ class PolicyTrainer:
             stacked = self.accelerator.reduce(stacked, "mean")
         return dict(zip(names, stacked.tolist()))
 
-    def stop_if_not_finite(self, losses: dict[str, torch.Tensor], experience: Experience) -> None:
-        flags = torch.tensor([0.0 if bool(torch.isfinite(v).all()) else 1.0 for v in losses.values()],
-                             device=self.device)
+    @torch.no_grad()
+    def stop_if_diverged(self, rollout: Rollout) -> None:
+        """After the update, before the step counts (so before a checkpoint and the next sampling): the
+        actor's trainable weights and its logits on this step's first micro-batch must be finite. A loss
+        can still be finite in the step that blows the weights up (``learning_rate=1e10``)."""
+        part = rollout.select(range(min(len(rollout), self.config.train.batch_size)))
+        with full_parameters(self.accelerator, self.models["actor"]) as actor, self.accelerator.autocast():
+            actor.eval()
+            logits = answer_logits(actor, part)
+            actor.train()
+            weights = all(bool(torch.isfinite(p).all()) for p in actor.parameters() if p.requires_grad)
+        self._stop_if_flagged({"the actor's weights": not weights, "the actor's logits": not bool(
+            torch.isfinite(logits).all())}, "after the update", "the policy diverged (learning rate too high?)")
+
+    def _stop_if_flagged(self, flags: dict[str, bool], when: str, cause: str | Callable[[], str]) -> None:
+        """Raise :class:`NonFiniteLossError` on every process if any process flagged a quantity."""
+        counts = torch.tensor([float(v) for v in flags.values()], device=self.device)
         if self.accelerator.num_processes > 1:
-            flags = self.accelerator.reduce(flags, "sum")
-        if not bool((flags > 0).any()):
-            return
-        bad = [name for name, flag in zip(losses, flags.tolist()) if flag > 0]
-        inputs = {"reward": experience.reward, **{f"cost {name}": cost for name, cost in experience.costs.items()},
-                  "old log-probs": experience.old_log_probs,
-                  "reference log-probs": experience.ref_log_probs, "advantages": experience.advantages}
-        sources = [name for name, t in inputs.items() if t is not None and not bool(torch.isfinite(t).all())]
-        raise NonFiniteLossError(
-            f"policy step {self.global_step + 1}: {', '.join(bad)} is not finite (NaN or inf); non-finite inputs on "
-            f"this process: {', '.join(sources) or 'none (the model itself diverged)'}. The run stops here; the last "
-            f"good checkpoint in {self.config.output_dir}/checkpoints is kept (resume from it with a lower learning "
-            f"rate, or fix the scorer).")
+            counts = self.accelerator.reduce(counts, "sum")
+        bad = [name for name, count in zip(flags, counts.tolist()) if count > 0]
+        if bad:
+            reason = cause if isinstance(cause, str) else cause()
+            raise NonFiniteLossError(
+                f"policy step {self.global_step + 1}: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not "
+                f"finite (NaN or inf) {when}; {reason}. The run stops here, before writing a checkpoint or sampling; "
+                f"the last good checkpoint in {self.config.output_dir}/checkpoints is kept (resume from it with a "
+                f"lower learning rate, or fix the scorer).")
+
+    def stop_if_not_finite(self, losses: dict[str, torch.Tensor], experience: Experience) -> None:
+        def cause() -> str:
+            inputs = {"reward": experience.reward, **{f"cost {name}": cost for name, cost in experience.costs.items()},
+                      "old log-probs": experience.old_log_probs, "reference log-probs": experience.ref_log_probs, "advantages": experience.advantages}
+            sources = [name for name, t in inputs.items() if t is not None and not bool(torch.isfinite(t).all())]
+            return f"non-finite inputs on this process: {', '.join(sources) or 'none (the model itself diverged)'}"
+        self._stop_if_flagged({name: not bool(torch.isfinite(v).all()) for name, v in losses.items()},
+                              "in the update", cause)

@@ -15,7 +15,8 @@ from typing import Literal
 import torch
 
 from saferlhf.config import _check, doc
-from saferlhf.data.readers import read_rows
+from saferlhf.data.readers import RawRow, read_rows
+from saferlhf.data.validation import prompt_problems
 from saferlhf.evaluation.scoring import score_pairs
 from saferlhf.models.loading import load_tokenizer
 from saferlhf.models.score_model import ScoreModel
@@ -37,16 +38,29 @@ class ScoreCommandConfig:
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
 
 
+def _checked_row(raw: RawRow) -> dict:
+    """The row, or a ValueError naming its location and every problem (this command scores all rows or none)."""
+    if raw.error:
+        raise ValueError(f"{raw.location}: {raw.error}")
+    if not isinstance(raw.row, dict):
+        raise ValueError(f"{raw.location}: row is a {type(raw.row).__name__}, not an object with 'prompt' and "
+                         "'response' columns")
+    problems = [detail for _, detail in prompt_problems(raw.row.get("prompt"))]
+    response = raw.row.get("response")
+    if not isinstance(response, str):
+        problems.append("response is missing" if response is None
+                        else f"response is a {type(response).__name__}, expected a string")
+    if problems:
+        raise ValueError(f"{raw.location}: " + "; ".join(problems))
+    return raw.row
+
+
 def run(config: ScoreCommandConfig) -> dict:
+    rows = [_checked_row(raw) for raw in read_rows(config.input)]
+    if not rows:
+        raise ValueError(f"{config.input}: no rows to score")
     model = ScoreModel.from_pretrained(config.model)
     tokenizer = load_tokenizer(config.model, padding_side="right")
-    rows = []
-    for raw in read_rows(config.input):
-        row = raw.row if isinstance(raw.row, dict) else {}
-        if raw.error or not isinstance(row.get("prompt"), (str, list)) or not isinstance(row.get("response"), str):
-            raise ValueError(f"{raw.location}: needs 'prompt' and 'response' columns "
-                             f"({raw.error or 'found ' + ', '.join(sorted(row))})")
-        rows.append(row)
     raw_scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
                                        config.max_length, config.batch_size)
     scores = model.normalize(torch.tensor(raw_scores), config.normalize).tolist()

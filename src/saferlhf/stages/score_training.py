@@ -33,6 +33,7 @@ from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import RunWriter
 from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
+from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.score_losses import cost_loss, reward_loss
 from saferlhf.training.score_metrics import save_histogram, score_metrics
 from saferlhf.training.setup import (enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler,
@@ -62,6 +63,8 @@ class ScoreStageConfig:
         validate_sections(self, prefix)
         _check(len(self.data.train) > 0, prefix + "data.train", "must list at least one data source")
         _check(self.regularization >= 0, prefix + "regularization", "must be >= 0")
+        _check(self.forward_bucket_size >= 0, prefix + "forward_bucket_size", "must be >= 0")
+        _check(self.normalization_samples > 0, prefix + "normalization_samples", "must be > 0")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
 
 
@@ -83,6 +86,12 @@ def _loss(kind: str, scores: torch.Tensor, batch: dict, regularization: float) -
 def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     accelerator = make_accelerator(config.train)
     output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoint"
+    identity = run_identity(config, kind=kind)
+    finished = begin_run(accelerator, output_dir, identity, config.resume, find_checkpoint(checkpoint_dir),
+                         ("checkpoint", "checkpoint.old", "checkpoint.tmp"))
+    if finished is not None:
+        return finished
     writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
     writer.write_config({"kind": kind, **to_dict(config)})
 
@@ -109,14 +118,13 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                              seed=config.train.seed + epoch, group_by_length=config.group_by_length)
         return prepare_data_loader(loader, accelerator.device, accelerator.num_processes, accelerator.process_index)
 
-    num_steps = total_steps(config.train, len(epoch_loader(0)))
+    batches_per_epoch = len(epoch_loader(0))
+    num_steps = total_steps(config.train, batches_per_epoch)
     scheduler = make_scheduler(optimizer, config.train, num_steps)
-    accelerator.register_for_checkpointing(scheduler)
-    checkpoint_dir = output_dir / "checkpoint"
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "pairs_seen": 0, "train_seconds": 0.0,
-             "num_processes": accelerator.num_processes}
+             "num_processes": accelerator.num_processes, "run_identity": identity}
     if config.resume and find_checkpoint(checkpoint_dir):
-        state = load_checkpoint(accelerator, checkpoint_dir)
+        state = load_checkpoint(accelerator, checkpoint_dir, scheduler)
         saved_processes = state.get("num_processes", 1)
         if saved_processes != accelerator.num_processes:  # batches are dealt round-robin: re-count this process's
             state["batch_in_epoch"] = math.ceil(state["batch_in_epoch"] * saved_processes / accelerator.num_processes)
@@ -139,7 +147,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                 loss = _loss(kind, scores, batch, config.regularization)
                 if _any_process(accelerator, not torch.isfinite(loss)):  # all stop together, none waits in backward
                     raise FloatingPointError(
-                        f"non-finite {kind} loss at step {state['step']} (this process: {loss.item()}); stopping. "
+                        f"non-finite {kind} loss at step {state['step'] + 1} (this process: {loss.item()}); stopping. "
                         f"The last good checkpoint (if any) is kept at {checkpoint_dir}.")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.train.max_grad_norm > 0:
@@ -159,12 +167,14 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             state["step"] += 1
             progress.update(1)
             step = state["step"]
+            if config.train.save_steps and step % config.train.save_steps == 0 and step < num_steps:
+                _stop_if_diverged(accelerator, model, batch, config.forward_bucket_size, step, checkpoint_dir)
             if step % config.train.logging_steps == 0 or step == num_steps:
                 totals = accelerator.reduce(torch.tensor([window_loss, window_correct, window_pairs],
                                                          device=accelerator.device, dtype=torch.float64), "sum")
                 loss_mean, accuracy = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
                 writer.log(step, loss=loss_mean, accuracy=accuracy, learning_rate=scheduler.get_last_lr()[0],
-                           epoch=state["epoch"] + state["batch_in_epoch"] / max(1, len(loader)))
+                           epoch=state["epoch"] + state["batch_in_epoch"] / max(1, batches_per_epoch))
                 progress.set_postfix(loss=f"{loss_mean:.3f}", acc=f"{accuracy:.3f}")
                 window_loss, window_correct, window_pairs = 0.0, 0.0, 0
             if config.train.eval_steps and step % config.train.eval_steps == 0 and step < num_steps and eval_pairs:
@@ -172,7 +182,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                 model.train()
             if config.train.save_steps and step % config.train.save_steps == 0 and step < num_steps:
                 state["train_seconds"] = time.perf_counter() - started
-                save_checkpoint(accelerator, checkpoint_dir, state)
+                save_checkpoint(accelerator, checkpoint_dir, state, scheduler)
             if step >= num_steps:
                 break
         else:
@@ -202,9 +212,25 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             save_histogram(output_dir / "score_histogram.png", kind, *scores)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     writer.log(state["step"], **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    writer.write_metrics(metrics)
+    writer.write_metrics({**metrics, "status": "finished", "run_identity": identity})
     accelerator.wait_for_everyone()
     return metrics
+
+
+@torch.no_grad()
+def _stop_if_diverged(accelerator, model, batch: dict, bucket_size: int, step: int, checkpoint_dir: Path) -> None:
+    """Before a checkpoint: the weights, and the scores of the step's last batch, must be finite (a loss can
+    still be finite in the step that blows the weights up). Eval mode: no dropout draw, the RNG stays put."""
+    model.eval()
+    scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"], bucket_size)
+    model.train()
+    bad = [name for name, ok in (("weights", all(bool(torch.isfinite(p).all()) for p in model.parameters())),
+                                 ("scores", bool(torch.isfinite(scores).all()))) if not ok]
+    if _any_process(accelerator, bool(bad)):
+        raise FloatingPointError(
+            f"the score model diverged at step {step}: its {' and '.join(bad) or 'values on another process'} "
+            f"are not finite (NaN or inf); stopping before writing that checkpoint. The last good checkpoint (if "
+            f"any) is kept at {checkpoint_dir}.")
 
 
 def _any_process(accelerator, flag: bool) -> bool:

@@ -1,0 +1,40 @@
+"""``saferlhf score`` on bad input: each bad row named with its file and line, an empty input refused."""
+
+import json
+
+import pytest
+
+from saferlhf.cli import main as cli_main
+from saferlhf.models.loading import load_tokenizer
+from saferlhf.models.score_model import ScoreModel
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("score-model")
+    ScoreModel.from_backbone("tiny-bert", kind="cost").save_pretrained(folder, load_tokenizer("tiny-bert"))
+    return folder
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"prompt": "q", "response": 5}, "response is a int, expected a string"),
+    ({"prompt": "q"}, "response is missing"),
+    ({"prompt": ["a", "b"], "response": "r"}, "prompt message 0 is not"),
+    ({"prompt": {"role": "user"}, "response": "r"}, "prompt is a dict"),
+    ({"prompt": [], "response": "r"}, "must end with a user turn"),
+    ({"prompt": "  ", "response": "r"}, "prompt is empty"),
+    ([1, 2], "row is a list"),
+])
+def test_bad_rows_are_named(model_dir, tmp_path, capsys, row, reason):
+    data = tmp_path / "answers.jsonl"
+    data.write_text(json.dumps({"prompt": "fine", "response": "fine"}) + "\n" + json.dumps(row) + "\n")
+    assert cli_main(["score", f"model={model_dir}", f"input={data}"]) == 2
+    err = capsys.readouterr().err
+    assert "answers.jsonl:2" in err and reason in err and "Traceback" not in err
+
+
+def test_empty_input_is_an_error_not_a_nan_mean(model_dir, tmp_path, capsys):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("")
+    assert cli_main(["score", f"model={model_dir}", f"input={data}"]) == 2
+    assert "empty.jsonl: no rows to score" in capsys.readouterr().err
