@@ -55,10 +55,12 @@ def test_fixed_multiplier_reports_window_mean():
                                                     ("ppo-lag", "gradient", True), ("critic-free", "pid", True)])
 def test_which_algorithms_and_rules_learn_lambda(algorithm, rule, moves):
     """The config decides whether λ is learned: the same costs above the threshold move it only then."""
-    from saferlhf.policy.algorithms import make_multiplier
+    from saferlhf.policy.algorithms import ALGORITHM_SPECS
     from saferlhf.policy.config import LagrangeConfig
+    from saferlhf.policy.constraints import make_multiplier
 
-    multiplier = make_multiplier(algorithm, LagrangeConfig(rule=rule, lambda_init=0.7, cost_threshold=0.0))
+    multiplier = make_multiplier(ALGORITHM_SPECS[algorithm].multiplier,
+                                 LagrangeConfig(rule=rule, lambda_init=0.7, cost_threshold=0.0))
     start = multiplier.value
     for _ in range(3):
         multiplier.update([1.0, 2.0])
