@@ -80,3 +80,13 @@ def test_choose_threshold_takes_the_lowest_within_budget():
     assert choose_threshold(SCORES, HARMFUL, max_false_refusal=1.0)["threshold"] == 0.1
     with pytest.raises(ValueError, match="harmless"):
         choose_threshold([0.5], [True], 0.1)
+
+
+def test_sweep_with_the_models_own_refusals():
+    # the model refuses harmful 0.3 and harmless 0.1 by itself: those stay refused at every threshold
+    refused = [False, False, True, False, False, True]
+    rows = {row["threshold"]: (row["harmful_compliance"], row["false_refusal"])
+            for row in sweep(SCORES, HARMFUL, refused)}
+    assert rows[0.6] == (0.0, pytest.approx(2 / 3))  # 0.3 missed by the threshold but refused by the model
+    assert rows[0.8] == (pytest.approx(0.0), pytest.approx(1 / 3))
+    assert rows[math.inf] == (pytest.approx(2 / 3), pytest.approx(1 / 3))

@@ -4,7 +4,8 @@ Prompts are rendered with the model's chat template (:func:`saferlhf.data.templa
 sorted by token length (longest first, so batches hold prompts of similar length and a batch that
 does not fit in memory fails at once), left-padded, generated, and put back in their original
 order. ``temperature = 0`` means greedy decoding; otherwise nucleus sampling with ``top_p``, seeded.
-Only the new tokens are decoded, special tokens removed.
+Only the new tokens are decoded, special tokens removed. ``answer_prefixes`` puts text after the
+rendered prompt, as the start of the answer the model continues (a forced refusal token).
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from saferlhf.data.templates import render_prompt
 
 def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: int = 96, batch_size: int = 8,
                        temperature: float = 0.0, top_p: float = 1.0, seed: int = 42,
-                       progress: bool = True, description: str = "generate") -> list[str]:
+                       progress: bool = True, description: str = "generate",
+                       answer_prefixes: list[str] | None = None) -> list[str]:
     """One answer per prompt, in the order of ``prompts``."""
     if max_new_tokens <= 0 or batch_size <= 0:
         raise ValueError(f"max_new_tokens and batch_size must be > 0 (got {max_new_tokens}, {batch_size})")
     if not prompts:
         return []
-    texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
+    if answer_prefixes is not None and len(answer_prefixes) != len(prompts):
+        raise ValueError(f"{len(answer_prefixes)} answer prefixes for {len(prompts)} prompts")
+    texts = [render_prompt(tokenizer, prompt) + (answer_prefixes[i] if answer_prefixes else "")
+             for i, prompt in enumerate(prompts)]
     token_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
     answers: list[str | None] = [None] * len(prompts)
