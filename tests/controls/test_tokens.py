@@ -102,7 +102,7 @@ def refusal_token_model(tmp_path_factory):
     data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in ROWS))
     config = load_config(SFTStageConfig, overrides=[
         "model.name_or_path=tiny-llama", f"train_data=[{{path: {data}}}]", f"output_dir={root / 'model'}",
-        "refusal_tokens=single", "train.max_steps=40", "train.batch_size=6", "train.learning_rate=3e-3",
+        "refusal_tokens=single", "train.max_steps=60", "train.batch_size=6", "train.learning_rate=3e-3",
         "train.warmup_ratio=0.0", "train.lr_scheduler=constant", "train.weight_decay=0.0", "max_length=96"])
     metrics = run(config)
     return root / "model", metrics
@@ -152,10 +152,42 @@ def test_lora_trains_the_token_rows(tmp_path):
     run(load_config(SFTStageConfig, overrides=[
         "model.name_or_path=tiny-llama", f"train_data=[{{path: {data}}}]", f"output_dir={tmp_path / 'lora'}",
         "refusal_tokens=single", "model.lora.enabled=true", "model.lora.r=4", "train.max_steps=3",
-        "train.batch_size=6", "train.learning_rate=1e-2", "max_length=96"]))
-    base = load_causal_lm("tiny-llama").get_input_embeddings().weight
+        "train.batch_size=6", "train.learning_rate=1e-2", "train.weight_decay=0.1", "max_length=96"]))
+    from saferlhf.controls.tokens import add_control_tokens
+    from saferlhf.models.loading import load_tokenizer
+
+    start = load_causal_lm("tiny-llama")
+    add_control_tokens(start, load_tokenizer("tiny-llama"), RefusalTokens(), seed=42)  # the run's starting rows
+    base = start.get_input_embeddings().weight
     tuned = load_causal_lm(str(tmp_path / "lora")).get_input_embeddings().weight
-    assert tuned.shape[0] == base.shape[0] + 2
-    initial = base.mean(0)  # resize_token_embeddings starts new rows at the mean row
-    assert (tuned[-2:] - initial).abs().max() > 1e-3  # trained under LoRA, not left at the start value
-    torch.testing.assert_close(tuned[:-2], base)  # the old rows are untouched
+    assert tuned.shape == base.shape
+    assert (tuned[-2:] - base[-2:]).abs().max() > 1e-3  # the new rows are trained under LoRA
+    torch.testing.assert_close(tuned[:-2], base[:-2], rtol=0, atol=0)  # the old rows are exactly untouched
+
+
+def test_evaluate_with_refusal_token_controls(refusal_token_model, tmp_path):
+    import csv
+
+    from saferlhf import cli
+
+    folder, _ = refusal_token_model
+    bench = tmp_path / "mine.csv"
+    with open(bench, "w", newline="") as handle:
+        csv.writer(handle).writerows([["prompt", "label"]] + [[p, "harmful" if r == REFUSAL else "harmless"]
+                                                              for p, r in ROWS])
+    out = tmp_path / "run"
+    assert cli.main(["evaluate", f"output_dir={out}", f"models=[{{name_or_path: {folder}}}]",
+                     f"benchmarks=[{{name: {bench}}}]", "generation.max_new_tokens=16", "progress=false",
+                     f"controls=[{{name: own, kind: refusal-tokens, model: {folder}, dev_prompts: []}}, "
+                     f"{{name: all, kind: refusal-tokens, model: {folder}, threshold: 0.0}}]"]) == 0
+    controls = json.loads((out / "metrics.json").read_text())["controls"]
+    own, forced = controls["own"]["mine"], controls["all"]["mine"]
+    assert controls["own"]["threshold_chosen_on"] == ["the model's own choice: p([refuse]) >= p([respond])"]
+    # its own choice: the trained token on every row, so the answers refuse exactly the harmful prompts
+    assert own["harmful_compliance_rate"] == 0.0 and own["false_refusal_rate"] == 0.0
+    assert own["forced_token_obeyed_rate"] == 1.0 and own["refused_by_control_rate"] == 0.5
+    # threshold 0: [refuse] everywhere, obeyed everywhere
+    assert forced["refused_by_control_rate"] == 1.0 and forced["false_refusal_rate"] == 1.0
+    assert forced["forced_token_obeyed_rate"] == 1.0
+    assert own["curve"][0] == {"threshold": own["curve"][0]["threshold"], "harmful_compliance": 0.0,
+                               "false_refusal": 1.0}

@@ -4,7 +4,7 @@ Models"; reference: neelsjain/refusal-tokens).
 Training (``saferlhf sft refusal_tokens=single|per-category``): every answer starts with a control token,
 ``[refuse]`` before a refusal and ``[respond]`` before any other answer, or one ``[refuse:<category>]``
 per harm category. The tokens are added to the tokenizer as special tokens and their embedding rows
-are trained (under LoRA too, through peft's ``trainable_token_indices``). Which answers are refusals:
+are trained (under LoRA too: those rows only, :func:`train_only_new_rows`). Which answers are refusals:
 the row's ``refusal`` column when it has one, else the project's rule detector
 (:func:`saferlhf.refusal.patterns.detect_refusal`).
 
@@ -22,8 +22,8 @@ the one forward pass (:func:`saferlhf.controls.probe.sweep`).
 
 Traps (from the reference): a string that was never added encodes as several sub-tokens, silently, so
 :func:`control_token_ids` insists on exactly one id per token; SmolLM2 ties its input and output
-embeddings, and peft ties the trainable rows of both; an untied output embedding is trained whole
-(``modules_to_save``) so that its new rows learn too.
+embeddings, so the new row of the one matrix serves both, and LoRA leaves new rows untrained unless told
+(:func:`train_only_new_rows`).
 """
 
 from __future__ import annotations
@@ -114,17 +114,13 @@ def mark_answers(conversations: list[dict], rows: list[dict], locations: list[st
     return spec
 
 
-def add_control_tokens(model, tokenizer, spec: RefusalTokens) -> list[int]:
-    """Add the tokens as special tokens and grow the embeddings, the new rows starting at the mean of the old
-    ones (deterministic); their ids."""
-    old_size = model.get_input_embeddings().weight.shape[0]
+def add_control_tokens(model, tokenizer, spec: RefusalTokens, seed: int = 42) -> list[int]:
+    """Add the tokens as special tokens and grow the embeddings; their ids. The new rows are drawn around the old
+    rows' mean and covariance (transformers' ``mean_resizing``), seeded: the same run starts from the same rows."""
+    rows = model.get_input_embeddings().weight.shape[0]  # may exceed len(tokenizer) (a padded vocabulary)
     tokenizer.add_tokens(spec.tokens, special_tokens=True)
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    with torch.no_grad():
-        for embedding in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if embedding is None:
-                continue
-            embedding.weight[old_size:] = embedding.weight[:old_size].mean(0)
+    torch.manual_seed(seed)
+    model.resize_token_embeddings(max(len(tokenizer), rows))
     return control_token_ids(tokenizer, spec.tokens)
 
 
@@ -140,13 +136,32 @@ def control_token_ids(tokenizer, tokens: list[str]) -> list[int]:
     return ids
 
 
-def peft_trainable_tokens(model, token_ids: list[int]) -> dict:
-    """``LoraConfig`` arguments that train the control tokens' rows under LoRA (tied embeddings: both at once)."""
-    if model.config.get_text_config().tie_word_embeddings:
-        return {"trainable_token_indices": token_ids}
-    head = model.get_output_embeddings()
-    head_name = next(name for name, module in model.named_modules() if module is head)
-    return {"trainable_token_indices": token_ids, "modules_to_save": [head_name]}
+def train_only_new_rows(model, first_new_row: int):
+    """Under LoRA (backbone frozen): let the embedding rows from ``first_new_row`` on learn, and only them.
+
+    The embedding matrix (and an untied output embedding) becomes trainable with its gradient masked to the
+    new rows. Returns a function that puts the old rows back exactly after training: AdamW's decoupled weight
+    decay moves every row of a trainable matrix, even rows whose gradient is zero. (peft's
+    ``trainable_token_indices`` would be the library way, but TRL's fused LM-head loss reads the head's
+    ``weight`` directly and misses peft's row deltas.)
+    """
+    saved = []
+    for embedding in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if embedding is None or any(embedding.weight is weight for weight, _ in saved):
+            continue  # absent, or tied to the input embedding
+        weight = embedding.weight
+        weight.requires_grad_(True)
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        mask[first_new_row:] = 1
+        weight.register_hook(lambda grad, mask=mask: grad * mask)
+        saved.append((weight, weight.detach()[:first_new_row].clone()))
+
+    def restore_old_rows() -> None:
+        with torch.no_grad():
+            for weight, old in saved:
+                weight[:first_new_row] = old
+
+    return restore_old_rows
 
 
 def control_probabilities(model, tokenizer, prompts: list, token_ids: list[int], temperature: float = 1.0,

@@ -25,7 +25,8 @@ from typing import Literal
 from saferlhf.config import ConfigError, _check, doc
 from saferlhf.controls.gate import PromptSet, RefusalGate, fit_gate, read_prompt_sets
 from saferlhf.controls.probe import choose_threshold, sweep
-from saferlhf.controls.tokens import REFUSE, control_token_ids
+from saferlhf.controls.tokens import (REFUSE, RefusalTokens, control_probabilities, control_token_ids, forced_tokens,
+                                      refusal_scores)
 from saferlhf.refusal.patterns import is_refusal
 from saferlhf.runio import atomic_write_text
 
@@ -169,8 +170,6 @@ def _gate(control: ControlConfig, model, tokenizer, path: str, folder: Path):
 
 
 def _refusal_tokens(control: ControlConfig, model, tokenizer, path: str):
-    from saferlhf.controls.tokens import RefusalTokens, control_probabilities, forced_tokens, refusal_scores
-
     spec = RefusalTokens.load(path)
     ids = control_token_ids(tokenizer, spec.tokens)
     unknown = sorted(set(control.category_thresholds) - set(spec.categories))

@@ -8,7 +8,7 @@ Later stages use it for the PTX data.
 ``refusal_tokens=single`` (or ``per-category``) trains refusal tokens (Jain et al. 2024,
 :mod:`saferlhf.controls.tokens`): each answer starts with ``[refuse]`` or ``[respond]`` (a row's
 ``refusal`` column says which, else the rule detector), the tokens are added to the tokenizer with
-trained embeddings (LoRA: peft ``trainable_token_indices``) and ``refusal_tokens.json`` is saved beside
+trained embeddings (under LoRA too: the new rows only) and ``refusal_tokens.json`` is saved beside
 the model for ``saferlhf evaluate``'s refusal-token control.
 
 Input rows (jsonl / json / csv / parquet files or dataset ids, read by :mod:`saferlhf.data.readers`): ``prompt`` + ``response`` (or
@@ -93,12 +93,14 @@ def run(config: SFTStageConfig) -> dict:
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
     train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens)
-    eval_dataset = load_sft_dataset(config.eval_data, config.refusal_tokens)[0] if config.eval_data else None
-    trainable_tokens = {}
+    eval_dataset, eval_tokens = load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data else (None, None)
+    if eval_tokens is not None and not set(eval_tokens.tokens) <= set(tokens.tokens):
+        raise ValueError(f"eval_data needs refusal tokens the training data lacks: "
+                         f"{sorted(set(eval_tokens.tokens) - set(tokens.tokens))}")
     if tokens is not None:
-        from saferlhf.controls.tokens import add_control_tokens, peft_trainable_tokens
+        from saferlhf.controls.tokens import add_control_tokens, train_only_new_rows
 
-        trainable_tokens = peft_trainable_tokens(model, add_control_tokens(model, tokenizer, tokens))
+        first_new_row = min(add_control_tokens(model, tokenizer, tokens, config.train.seed))
     precision = mixed_precision(config.train.precision)
     lora = config.model.lora
     peft_config = None
@@ -107,7 +109,7 @@ def run(config: SFTStageConfig) -> dict:
 
         peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=lora.target_modules if lora.target_modules == "all-linear"
-                                 else lora.target_modules.split(","), task_type="CAUSAL_LM", **trainable_tokens)
+                                 else lora.target_modules.split(","), task_type="CAUSAL_LM")
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=config.train.epochs,
@@ -135,8 +137,11 @@ def run(config: SFTStageConfig) -> dict:
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=peft_config)
+    restore_old_rows = train_only_new_rows(trainer.model, first_new_row) if tokens is not None and peft_config else None
     has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(config.resume and has_checkpoint))
+    if restore_old_rows is not None:
+        restore_old_rows()
     for entry in trainer.state.log_history:
         writer.log(entry.get("step", 0), **{k: v for k, v in entry.items() if k != "step"})
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
