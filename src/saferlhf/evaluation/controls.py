@@ -95,11 +95,12 @@ def _run_control(config, control: ControlConfig, benchmarks, records, folder: Pa
                  "id": p.id, "category": p.category, "label": p.label, "prompt": p.prompt, "control_score": score}
                 for i, (p, score) in enumerate(zip(bench.prompts, scores))]
         todo = [i for i in range(len(rows)) if written[i] is None and (prefixes[i] or i not in own)]
-        answers = _generate(config, model, tokenizer, [prompts[i] for i in todo], [prefixes[i] for i in todo])
+        answers = dict(zip(todo, _generate(config, model, tokenizer, [prompts[i] for i in todo],
+                                           [prefixes[i] for i in todo])))
         for i, row in enumerate(rows):
             row["forced_prefix"] = prefixes[i]
             row["response"] = written[i] if written[i] is not None else (
-                answers[todo.index(i)] if i in todo else own[i]["response"])
+                answers[i] if i in answers else own[i]["response"])
         annotate.detect_refusals(rows, detectors, config.refusal.classifier_path, config.progress)
         summary = summarize(rows, detectors, primary)
         labelled = [r for r in rows if r["label"] in ("harmful", "harmless")]
