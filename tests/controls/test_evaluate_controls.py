@@ -58,3 +58,4 @@ def test_evaluate_with_a_gate_end_to_end(tmp_path):
     model = metrics["models"]["tiny-llama"]["xstest"]
     assert gate["xstest"]["curve"][-1]["harmful_compliance"] == model["harmful_compliance_rate"]
     assert gate["xstest"]["curve"][-1]["false_refusal"] == model["false_refusal_rate"]
+    assert (out / "figures" / "controls.png").is_file() and "controls.png" in (out / "report.md").read_text()
