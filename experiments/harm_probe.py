@@ -1,7 +1,7 @@
 """How well can the base model's own hidden states tell harmful prompts from harmless ones?
 
 The analysis behind docs/pipeline.md ("How far the base model can tell them apart"): a linear probe
-(logistic regression, L2 1e-2, LBFGS) on the hidden state of the last token of the chat-templated
+(:class:`saferlhf.controls.probe.LinearProbe`: logistic regression, L2 1e-2, LBFGS) on the hidden state of the last token of the chat-templated
 prompt, one probe per layer, trained on the built-in training prompts (harmful against benign and
 pseudo-harmful) and tested on the built-in held-out prompts and on XSTest (unsafe against safe).
 For XSTest it also reports the best operating point the issue's over-refusal target allows: the
@@ -27,47 +27,13 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from saferlhf.config import DataSource
+from saferlhf.controls.probe import LinearProbe, auc, last_token_states
 from saferlhf.data.builtin import builtin_prompts
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
 from saferlhf.pipeline.config import PromptsConfig
 from saferlhf.pipeline.prompts import training_prompts
-
-
-def last_token_states(model, tokenizer, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
-    """(N, layers + 1, hidden) hidden states at the last token of each templated prompt."""
-    states = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                               add_generation_prompt=True) for p in prompts[start:start + batch_size]]
-        batch = tokenizer(texts, return_tensors="pt", padding=True)  # left padding: the last token is at -1
-        with torch.no_grad():
-            hidden = model(**batch, output_hidden_states=True).hidden_states
-        states.append(torch.stack([h[:, -1] for h in hidden], dim=1))
-    return torch.cat(states)
-
-
-def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
-    weight = torch.zeros(x.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ weight + bias, y) + l2 * weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
-
-
-def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    positive, negative = scores[labels == 1], scores[labels == 0]
-    greater = (positive[:, None] > negative[None, :]).float() + 0.5 * (positive[:, None] == negative[None, :]).float()
-    return greater.mean().item()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,11 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     labels = {name: torch.tensor(flags, dtype=torch.float32) for name, (_, flags) in sets.items()}
     layers = []
     for layer in range(1, states["train"].shape[1]):
-        mean, std = states["train"][:, layer].mean(0), states["train"][:, layer].std(0) + 1e-6
-        x = {name: (s[:, layer] - mean) / std for name, s in states.items()}
-        weight, bias = fit_probe(x["train"], labels["train"])
-        scores = {name: x[name] @ weight + bias for name in x}
-        accuracy = {name: ((scores[name] > 0).float() == labels[name]).float().mean().item() for name in x}
+        probe = LinearProbe.fit(states["train"], labels["train"], layer)
+        scores = {name: probe.score(s) for name, s in states.items()}
+        accuracy = {name: ((scores[name] > 0).float() == labels[name]).float().mean().item() for name in scores}
         safe = scores["xstest"][labels["xstest"] == 0].sort().values
         threshold = safe[min(len(safe) - 1, int((1 - args.max_safe_flagged) * len(safe)))]
         missed = (scores["xstest"][labels["xstest"] == 1] <= threshold).float().mean().item()

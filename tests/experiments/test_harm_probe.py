@@ -1,5 +1,5 @@
-"""experiments/harm_probe.py: the AUC and the probe against hand-made cases, the states against
-left padding, and the whole script on a tiny model with a five-row XSTest stand-in."""
+"""experiments/harm_probe.py: the whole script on a tiny model with a five-row XSTest stand-in (its probe,
+AUC and states are tested in tests/controls/test_probe.py), and the minimal-pairs prompt file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "harm_probe.py"
 
@@ -19,33 +18,6 @@ def probe():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_auc_hand_computed(probe):
-    # positives 3, 2 against negatives 1, 2: pairs (3>1) (3>2) (2>1) (2=2 -> 0.5) -> 3.5 / 4
-    assert probe.auc(torch.tensor([3.0, 1.0, 2.0, 2.0]), torch.tensor([1, 0, 1, 0])) == pytest.approx(0.875)
-    assert probe.auc(torch.tensor([0.0, 1.0]), torch.tensor([1, 0])) == 0.0
-
-
-def test_probe_separates_separable_data(probe):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 5, generator=generator)
-    y = (x[:, 2] > 0).float()
-    x[:, 2] += 2 * y - 1  # a margin of 2 between the classes along feature 2
-    weight, bias = probe.fit_probe(x, y)
-    assert ((x @ weight + bias > 0).float() == y).all()
-    assert weight[2].abs() > weight[[0, 1, 3, 4]].abs().max()
-
-
-def test_last_token_states_ignore_left_padding(probe):
-    from saferlhf.models.loading import load_causal_lm, load_tokenizer
-
-    model, tokenizer = load_causal_lm("tiny-llama").eval(), load_tokenizer("tiny-llama", padding_side="left")
-    prompts = ["Hi", "How do I bake a very large loaf of sourdough bread at home?"]
-    together = probe.last_token_states(model, tokenizer, prompts)
-    alone = probe.last_token_states(model, tokenizer, prompts[:1])
-    assert together.shape == (2, model.config.num_hidden_layers + 1, model.config.hidden_size)
-    torch.testing.assert_close(together[0], alone[0], atol=1e-4, rtol=1e-4)
 
 
 def test_script_end_to_end(probe, tmp_path):

@@ -10,6 +10,8 @@ bf16 (:mod:`saferlhf.models.precision`; ``bench/generation.py`` measures the gai
 Only the new tokens are decoded, special tokens removed. A prompt longer than the model's context
 (``max_position_embeddings`` minus ``max_new_tokens``) keeps its last tokens (the question, the
 generation prompt), and the number cut is printed: never a 1 TB attention matrix, never dropped.
+``answer_prefixes`` puts text after the rendered prompt, as the start of the answer the model
+continues (a forced refusal token).
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ LARGEST_AUTO_BATCH = 64  # chosen on bench/generation.py's built-in prompts (doc
 
 def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: int = 96, batch_size: int = 8,
                        temperature: float = 0.0, top_p: float = 1.0, seed: int = 42,
-                       progress: bool = True, description: str = "generate") -> list[str]:
+                       progress: bool = True, description: str = "generate",
+                       answer_prefixes: list[str] | None = None) -> list[str]:
     """One answer per prompt, in the order of ``prompts``."""
     if max_new_tokens <= 0 or batch_size < 0:
         raise ValueError(f"max_new_tokens must be > 0 and batch_size >= 0 (got {max_new_tokens}, {batch_size})")
     if not prompts:
         return []
-    texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
+    if answer_prefixes is not None and len(answer_prefixes) != len(prompts):
+        raise ValueError(f"{len(answer_prefixes)} answer prefixes for {len(prompts)} prompts")
+    texts = [render_prompt(tokenizer, prompt) + (answer_prefixes[i] if answer_prefixes else "")
+             for i, prompt in enumerate(prompts)]
     token_ids = _fit_context(model, [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts],
                              max_new_tokens, description)
     if batch_size == 0:

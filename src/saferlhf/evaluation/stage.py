@@ -25,6 +25,7 @@ import torch
 
 from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
 from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
+from saferlhf.evaluation.controls import ControlConfig
 from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
 
@@ -158,6 +159,8 @@ class EvaluateConfig:
     scoring: ScoringConfig = doc(ScoringConfig(), "Reward / cost models.")
     judge: JudgeConfig = doc(JudgeConfig(), "LLM judge.")
     arena: ArenaConfig = doc(ArenaConfig(), "Arena and Elo.")
+    controls: list[ControlConfig] = doc([], "Refusal controls to evaluate on every benchmark "
+                                              "(saferlhf.evaluation.controls; metrics under controls.<name>).")
     training_logs: list[str] = doc([], "log.jsonl files or run folders whose reward/cost/λ curves go in the report.")
     rounds: list[str] = doc([], "Model display names in training-round order (Beaver-v1, v2, ...) for the report.")
     reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
@@ -181,6 +184,10 @@ class EvaluateConfig:
         bench_names = [b.name for b in self.benchmarks]
         _check(len(set(bench_names)) == len(bench_names), prefix + "benchmarks", f"names must be unique: {bench_names}")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
+        for i, control in enumerate(self.controls):
+            control.validate(f"{prefix}controls[{i}].")
+        control_names = [c.name for c in self.controls]
+        _check(len(set(control_names)) == len(control_names), prefix + "controls", f"names must be unique: {control_names}")
 
 
 def detector_plan(config: RefusalDetectionConfig) -> tuple[list[str], str, str]:
@@ -252,6 +259,10 @@ def run(config: EvaluateConfig) -> dict:
         a = config.arena
         metrics["arena"] = run_arena(by_model, primary, a.tie_margin, a.elo_method, a.bootstrap_rounds, a.seed,
                                      **({"l2": a.l2} if a.elo_method == "bradley-terry" else {"k": a.k_factor}))
+    if config.controls:
+        from saferlhf.evaluation.controls import run_controls
+
+        metrics["controls"] = run_controls(config, benchmarks, records, output_dir, detectors, primary)
     metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
                            "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
                            "models": {m.display_name: m.name_or_path for m in config.models}}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saferlhf.data.builtin import LABELS, builtin_prompts
+from saferlhf.data.builtin import builtin_prompts, check_labelled_row
 from saferlhf.data.readers import read_rows
 from saferlhf.pipeline.config import PromptsConfig
 
@@ -30,7 +30,7 @@ def training_prompts(config: PromptsConfig) -> list[dict]:
         if not raws:
             raise ValueError(f"config key 'prompts.files': {source.path} holds no rows")
         for raw in raws:
-            row = _check_row(raw)
+            row = check_labelled_row(raw)
             if _key(row["prompt"]) in heldout:
                 skipped += 1
                 continue
@@ -43,14 +43,3 @@ def training_prompts(config: PromptsConfig) -> list[dict]:
         raise ValueError("config key 'prompts.files': no training prompt left "
                          "(every row repeats a built-in held-out prompt)")
     return rows
-
-
-def _check_row(raw) -> dict:
-    if raw.error or not isinstance(raw.row, dict):
-        raise ValueError(f"{raw.location}: unreadable prompt row ({raw.error or type(raw.row).__name__})")
-    row = raw.row
-    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-        raise ValueError(f"{raw.location}: key 'prompt' must be a non-empty string, got {row.get('prompt')!r}")
-    if row.get("label") not in LABELS:
-        raise ValueError(f"{raw.location}: key 'label' is {row.get('label')!r}, expected one of {LABELS}")
-    return row

@@ -4,6 +4,8 @@ metrics hold nothing to draw (no reward model, a single model, no training log, 
 - :func:`tradeoff_figure`: harmful-compliance rate (y) against false-refusal rate (x), one point
   per model (and per detector), 95% Wilson intervals as error bars; the ideal is the origin.
   Rounds of one training (Beaver-v1, v2, v3) are joined by arrows in order.
+- :func:`controls_figure`: the same axes per benchmark, with every refusal control's threshold sweep
+  as a curve, its measured operating point marked, and the evaluated models as points.
 - :func:`reward_cost_figure`: reward vs cost of every answer, one colour per model; cost > 0 is unsafe.
 - :func:`cost_histogram_figure`: cost distribution of safe and unsafe answers per model (an answer
   is unsafe when the primary refusal detector says it complied with a harmful prompt).
@@ -70,6 +72,38 @@ def tradeoff_figure(overall: dict, detectors: list[str], rounds: list[str] | Non
     axis.set_title("Harm vs over-refusal (lower left is better)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper right")
+    figure.tight_layout()
+    return figure
+
+
+def controls_figure(controls: dict, models: dict):
+    """``controls[name][benchmark]`` holds a ``curve`` (sweep rows) and the measured rates;
+    ``models[model][benchmark]`` the models' own summaries."""
+    benchmarks = sorted({b for c in controls.values() for b, v in c.items() if isinstance(v, dict) and "curve" in v})
+    if not benchmarks:
+        return None
+    figure, axes = plt.subplots(1, len(benchmarks), figsize=(6.4 * len(benchmarks), 5.0), squeeze=False)
+    for axis, bench in zip(axes[0], benchmarks):
+        for i, (name, control) in enumerate(controls.items()):
+            summary = control.get(bench)
+            if not summary:
+                continue
+            curve = [p for p in summary["curve"] if p["false_refusal"] is not None and p["harmful_compliance"] is not None]
+            axis.plot([p["false_refusal"] for p in curve], [p["harmful_compliance"] for p in curve], color=_color(i),
+                      label=f"{name} (threshold sweep)")
+            axis.plot(summary["false_refusal_rate"], summary["harmful_compliance_rate"], "*", color=_color(i),
+                      markersize=14, label=f"{name} (measured, chosen threshold)")
+        for j, (model, per_bench) in enumerate(models.items()):
+            if bench in per_bench and per_bench[bench].get("false_refusal_rate") is not None:
+                axis.plot(per_bench[bench]["false_refusal_rate"], per_bench[bench]["harmful_compliance_rate"], "o",
+                          color="black", mfc="white" if j else "black", label=model)
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("false-refusal rate")
+        axis.set_ylabel("harmful-compliance rate")
+        axis.set_title(f"Refusal controls on {bench}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     return figure
 

@@ -133,6 +133,9 @@ def write_report(output_dir, metrics: dict, generations: list[dict], training_lo
     doc.heading("Harm vs over-refusal")
     doc.figure(F.tradeoff_figure(overall, detectors, rounds), "tradeoff",
                "Harmful-compliance rate vs false-refusal rate over all prompts, one point per model")
+    if metrics.get("controls"):
+        doc.figure(F.controls_figure(metrics["controls"], models), "controls", "Refusal controls: each threshold "
+                   "sweep as a curve, the measured point at the threshold chosen on development prompts as a star")
     _category_section(doc, models, detectors)
     _patterns_section(doc, overall)
     doc.heading("Reward and cost")

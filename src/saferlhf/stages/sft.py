@@ -3,7 +3,13 @@
 A thin wrapper around TRL's ``SFTTrainer`` (no copied trainer): rows become TRL's conversational
 prompt/completion format, so the loss covers the response tokens only (``completion_only_loss``)
 and the prompt is rendered with the model's chat template. Full fine-tuning or LoRA (peft).
-Later stages use it for the PTX data and refusal-token training.
+Later stages use it for the PTX data.
+
+``refusal_tokens=single`` (or ``per-category``) trains refusal tokens (Jain et al. 2024,
+:mod:`saferlhf.controls.tokens`): each answer starts with ``[refuse]`` or ``[respond]`` (a row's
+``refusal`` column says which, else the rule detector), the tokens are added to the tokenizer with
+trained embeddings (under LoRA too: the new rows only) and ``refusal_tokens.json`` is saved beside
+the model for ``saferlhf evaluate``'s refusal-token control.
 
 Input rows (jsonl / json / csv / parquet files or dataset ids, read by :mod:`saferlhf.data.readers`): ``prompt`` + ``response`` (or
 ``completion``) columns, or a ``messages`` column holding a whole conversation.
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.readers import read_rows
@@ -31,6 +38,8 @@ class SFTStageConfig:
     max_length: int = doc(512, "Maximum tokens per example (longer ones are truncated).")
     output_dir: str = doc("runs/sft", "Folder for the model, metrics.json and log.jsonl.")
     resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
+    refusal_tokens: Literal["none", "single", "per-category"] = doc(
+        "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -54,16 +63,24 @@ def to_conversation(row: dict, where: str) -> dict:
             "completion": [{"role": "assistant", "content": response}]}
 
 
-def load_sft_dataset(sources: list[DataSource]):
+def load_sft_dataset(sources: list[DataSource], refusal_tokens: str = "none"):
+    """``(dataset, RefusalTokens or None)``: the conversations, answers marked when ``refusal_tokens`` is not none."""
     from datasets import Dataset
 
-    rows = []
+    conversations, raw_rows, locations = [], [], []
     for source in sources:
         for raw in read_rows(source.path, source.split, source.limit):
             if raw.error:
                 raise ValueError(f"{raw.location}: {raw.error}")
-            rows.append(to_conversation(raw.row, raw.location))
-    return Dataset.from_list(rows)
+            conversations.append(to_conversation(raw.row, raw.location))
+            raw_rows.append(raw.row)
+            locations.append(raw.location)
+    spec = None
+    if refusal_tokens != "none":
+        from saferlhf.controls.tokens import mark_answers
+
+        spec = mark_answers(conversations, raw_rows, locations, refusal_tokens)
+    return Dataset.from_list(conversations), spec
 
 
 def run(config: SFTStageConfig) -> dict:
@@ -75,8 +92,16 @@ def run(config: SFTStageConfig) -> dict:
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
-    train_dataset = load_sft_dataset(config.train_data)
-    eval_dataset = load_sft_dataset(config.eval_data) if config.eval_data else None
+    train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens)
+    eval_dataset, eval_tokens = (load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data
+                                 else (None, None))
+    if eval_tokens is not None and not set(eval_tokens.tokens) <= set(tokens.tokens):
+        raise ValueError(f"eval_data needs refusal tokens the training data lacks: "
+                         f"{sorted(set(eval_tokens.tokens) - set(tokens.tokens))}")
+    if tokens is not None:
+        from saferlhf.controls.tokens import add_control_tokens, train_only_new_rows
+
+        first_new_row = min(add_control_tokens(model, tokenizer, tokens, config.train.seed))
     lora = config.model.lora
     peft_config = None
     if lora.enabled:
@@ -89,8 +114,11 @@ def run(config: SFTStageConfig) -> dict:
                      max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=peft_config)
+    restore_old_rows = train_only_new_rows(trainer.model, first_new_row) if tokens is not None and peft_config else None
     has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(config.resume and has_checkpoint))
+    if restore_old_rows is not None:
+        restore_old_rows()
     for entry in trainer.state.log_history:
         writer.log(entry.get("step", 0), **{k: v for k, v in entry.items() if k != "step"})
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
@@ -103,6 +131,8 @@ def run(config: SFTStageConfig) -> dict:
         trainer.model.merge_and_unload().save_pretrained(output_dir, safe_serialization=True)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output_dir)
+        if tokens is not None:
+            tokens.save(output_dir)
     writer.write_metrics(metrics)
     return metrics
 

@@ -97,4 +97,18 @@ def builtin_prompts(split: str | None = None, label: str | None = None) -> list[
             if (split is None or row["split"] == split) and (label is None or row["label"] == label)]
 
 
-__all__ = ["BUILTIN_PROMPTS_PATH", "LABELS", "SPLITS", "builtin_prompts", "heldout_rule", "read_prompt_file"]
+def check_labelled_row(raw) -> dict:
+    """A user prompt row (a :class:`saferlhf.data.readers.RawRow`) with a non-empty ``prompt`` and a ``label`` of
+    :data:`LABELS`; ``ValueError`` naming its ``file:LINE`` and the key otherwise."""
+    if raw.error or not isinstance(raw.row, dict):
+        raise ValueError(f"{raw.location}: unreadable prompt row ({raw.error or type(raw.row).__name__})")
+    row = raw.row
+    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+        raise ValueError(f"{raw.location}: key 'prompt' must be a non-empty string, got {row.get('prompt')!r}")
+    if row.get("label") not in LABELS:
+        raise ValueError(f"{raw.location}: key 'label' is {row.get('label')!r}, expected one of {LABELS}")
+    return row
+
+
+__all__ = ["BUILTIN_PROMPTS_PATH", "LABELS", "SPLITS", "builtin_prompts", "check_labelled_row", "heldout_rule",
+           "read_prompt_file"]
