@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from policy_step import matmul_peak_flops  # bench/ is on sys.path when this script runs
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_BATCH = 16
 TARGETS = {"ratio_vs_baseline": 2.5, "fraction_of_peak": 0.30}  # issue 20's "must show"
@@ -44,19 +46,6 @@ def benchmark_prompts(count: int) -> list[str]:
 
     harmful, benign = (builtin_prompts(label=label) for label in ("harmful", "benign"))
     return [row["prompt"] for pair in zip(harmful, benign) for row in pair][:count]
-
-
-def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 3, trials: int = 5) -> float:
-    """Best ``torch.matmul`` rate (FLOP/s) on square ``size`` matrices in ``dtype``."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.matmul(a, b)
-    best = 0.0
-    for _ in range(trials):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            torch.matmul(a, b)
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started))
-    return best
 
 
 def linear_weights(model: torch.nn.Module) -> int:
@@ -107,9 +96,9 @@ def main() -> int:
             runs[side].append(timed_generation(models[side], tokenizer, prompts, args.max_new_tokens, batch[side]))
             print(f"round {round_index} {side}: {runs[side][-1]['tokens']} tokens in "
                   f"{runs[side][-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    peaks = {"fp32": matmul_peak_flops(torch.float32, args.matmul_size)}
+    peaks = {"fp32": matmul_peak_flops(args.threads, args.matmul_size)}
     if bf16_supported():  # an emulated bf16 peak (no AVX512-BF16 / AMX) is slow to measure and means nothing
-        peaks["bf16"] = matmul_peak_flops(torch.bfloat16, args.matmul_size)
+        peaks["bf16"] = matmul_peak_flops(args.threads, args.matmul_size, dtype=torch.bfloat16)
     peak_used = "bf16" if precision == "bf16" else "fp32"
     weights = linear_weights(models["project"])
 
