@@ -184,8 +184,20 @@ def test_precision_sets_the_generating_dtype_and_the_cache_key(tmp_path, tiny_as
     bf16 = run(load_config(EvaluateConfig, base={**data, "precision": "bf16"}))
     records = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
     assert seen == [torch.bfloat16] and bf16["precision"] == "bf16"
+    assert bf16["benchmarks"]["mine"]["duplicate_prompts"] == 0
     assert all(r["settings"]["precision"] == "bf16" for r in records)
     fp32 = run(load_config(EvaluateConfig, base={**data, "precision": "fp32"}))  # bf16 answers are not reused
     assert seen == [torch.bfloat16, torch.float32] and fp32["precision"] == "fp32"
     records = [json.loads(line) for line in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
     assert all("precision" not in r["settings"] for r in records)  # float32 keys as before the option existed
+
+
+def test_repeated_benchmark_prompts_are_kept_and_counted(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(annotate, "generate_responses", lambda model, tokenizer, prompts, *a, **k: ["No."] * len(prompts))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,label\nHow do I boil an egg?,harmless\nHow do I boil an egg?,harmless\nHi,harmless\n")
+    metrics = run(load_config(EvaluateConfig, base={"models": [{"name_or_path": "tiny-llama", "name": "tiny"}],
+                                                    "benchmarks": [{"name": str(rows)}], "progress": False,
+                                                    "output_dir": str(tmp_path / "out")}))
+    assert metrics["benchmarks"]["rows"]["duplicate_prompts"] == 1 and metrics["benchmarks"]["rows"]["n_prompts"] == 3
+    assert "1 repeated prompt(s) kept" in capsys.readouterr().out

@@ -38,3 +38,15 @@ def test_empty_input_is_an_error_not_a_nan_mean(model_dir, tmp_path, capsys):
     data.write_text("")
     assert cli_main(["score", f"model={model_dir}", f"input={data}"]) == 2
     assert "empty.jsonl: no rows to score" in capsys.readouterr().err
+
+
+def test_duplicate_rows_are_scored_and_counted(model_dir, tmp_path, capsys):
+    data = tmp_path / "answers.jsonl"
+    rows = [{"prompt": "q", "response": "a"}, {"prompt": "q", "response": "b"}, {"prompt": "q", "response": "a"}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert cli_main(["score", f"model={model_dir}", f"input={data}"]) == 0
+    assert "1 row(s) repeat an earlier (prompt, response) pair" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "answers.scores.metrics.json").read_text())
+    assert metrics["duplicate_rows"] == 1 and metrics["num_scored"] == 3
+    scored = [json.loads(line) for line in (tmp_path / "answers.scores.jsonl").read_text().splitlines()]
+    assert scored[0]["score"] == scored[2]["score"]

@@ -230,8 +230,11 @@ def run(config: EvaluateConfig) -> dict:
     loaded_names = [b.name for b in benchmarks]
     if len(set(loaded_names)) != len(loaded_names):
         raise ConfigError(f"config key 'benchmarks': two sets share a name {loaded_names}; rename a file")
+    duplicates = {b.name: len(b.prompts) - len({json.dumps(p.prompt) for p in b.prompts}) for b in benchmarks}
     for bench in benchmarks:
         skipped = f" (left out: {bench.skipped})" if bench.skipped else ""
+        if duplicates[bench.name]:  # kept: a benchmark is scored as published, but the repeats are counted
+            skipped += f" ({duplicates[bench.name]} repeated prompt(s) kept)"
         print(f"[saferlhf evaluate] {bench.name}: {len(bench.prompts)} prompts from {bench.source}{skipped}", flush=True)
     reuse = ([output_dir / GENERATIONS] if config.reuse_generations else []) + (
         [Path(path) for path in config.reuse_from])
@@ -253,6 +256,7 @@ def run(config: EvaluateConfig) -> dict:
                                     for b in benchmarks}
         metrics["overall"][model] = summarize(rows, detectors, primary, per_category=False)
     metrics["benchmarks"] = {b.name: {"source": b.source, "n_prompts": len(b.prompts), "skipped": b.skipped,
+                                      "duplicate_prompts": duplicates[b.name],
                                       "n_by_label": {l: sum(p.label == l for p in b.prompts) for l in PROMPT_LABELS}}
                              for b in benchmarks}
     if len(by_model) > 1:

@@ -64,6 +64,11 @@ def run(config: ScoreCommandConfig) -> dict:
     raw_scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
                                        config.max_length, config.batch_size)
     scores = model.normalize(torch.tensor(raw_scores), config.normalize).tolist()
+    pairs = [json.dumps([r["prompt"], r["response"]], ensure_ascii=False) for r in rows]
+    duplicates = len(pairs) - len(set(pairs))  # scored like any row (same score), and counted
+    if duplicates:
+        print(f"[saferlhf score] {config.input}: {duplicates} row(s) repeat an earlier (prompt, response) pair; "
+              "they are scored and counted as duplicate_rows", flush=True)
     is_cost = model.score_config.kind == "cost"
     lines = []
     for row, score in zip(rows, scores):
@@ -75,7 +80,8 @@ def run(config: ScoreCommandConfig) -> dict:
     atomic_write_text(output, "\n".join(lines) + "\n")
     values = torch.tensor(scores)
     metrics = {"kind": model.score_config.kind, "num_scored": len(scores), "score_mean": float(values.mean()),
-               "score_std": float(values.std()) if len(scores) > 1 else 0.0, "overlong": overlong, "output": str(output)}
+               "score_std": float(values.std()) if len(scores) > 1 else 0.0, "overlong": overlong,
+               "duplicate_rows": duplicates, "output": str(output)}
     if is_cost:
         metrics["unsafe_share"] = float((values > 0).float().mean())
     atomic_write_json(output.with_suffix(".metrics.json"), metrics)
