@@ -36,6 +36,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                                  "saferlhf.refusal.classifier_stage:run", "train the learned refusal classifier"),
     "annotate": ("saferlhf.annotation.stage:AnnotateConfig", "saferlhf.annotation.stage:run",
                  "serve the local page that labels a pairs file (localhost only; Ctrl-C stops it)"),
+    "refusal-direction": ("saferlhf.controls.direction_stage:RefusalDirectionConfig",
+                          "saferlhf.controls.direction_stage:run",
+                          "find, select, ablate and add the refusal direction (Arditi et al. 2024)"),
 }
 
 
@@ -91,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"saferlhf {args.command}: configuration error: {error}", file=sys.stderr)
         return 2
-    metrics = _load(run_target)(config)
+    try:
+        metrics = _load(run_target)(config)
+    except ConfigError as error:  # a problem a stage finds in its inputs once it has read them
+        print(f"saferlhf {args.command}: {error}", file=sys.stderr)
+        return 2
     if metrics:
         shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
         print(f"saferlhf {args.command}: done. " + ", ".join(f"{k}={v}" for k, v in list(shown.items())[:12]))
