@@ -53,7 +53,8 @@ def test_ablation_is_idempotent_and_orthogonal():
 
 def test_refusal_score_and_kl_hand_computed():
     logits = torch.zeros(2, 4)  # uniform over 4 tokens
-    assert torch.allclose(rd.refusal_scores(logits, [0]), torch.full((2,), -math.log(3), dtype=torch.float64), atol=1e-7)
+    expected = torch.full((2,), -math.log(3), dtype=torch.float64)  # log(1/4) - log(3/4)
+    assert torch.allclose(rd.refusal_scores(logits, [0]), expected, atol=1e-7)
     assert torch.allclose(rd.refusal_scores(logits, [0, 1]), torch.zeros(2, dtype=torch.float64), atol=1e-7)
     base, other = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3), 0.0]])  # p = (1/2, 1/2), q = (3/4, 1/4)
     assert rd.kl_divergence(base, other).item() == pytest.approx(0.5 * math.log(4 / 3))

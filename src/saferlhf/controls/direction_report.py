@@ -57,10 +57,10 @@ def layer_figure(metrics: dict):
     panels = [score_axis, kl_axis]
     if auc:
         auc_axis = axes[2]
-        auc_axis.plot(layers, [math.nan if v is None else v for v in auc["selected_direction"]], marker="o", markersize=3, color=_color(3),
-                      label="on the selected direction")
-        auc_axis.plot(layers, [math.nan if v is None else v for v in auc["own_layer_direction"]], marker="o", markersize=3, color=_color(4),
-                      label="on the layer's own direction")
+        for i, (key, label) in enumerate((("selected_direction", "on the selected direction"),
+                                          ("own_layer_direction", "on the layer's own direction"))):
+            values = [math.nan if value is None else value for value in auc[key]]  # None: a zero candidate
+            auc_axis.plot(layers, values, marker="o", markersize=3, color=_color(3 + i), label=label)
         auc_axis.set_ylabel(f"AUC harmful vs harmless ({auc['source']}, {auc['prompts']} prompts)")
         auc_axis.set_ylim(0.4, 1.0)
         panels.append(auc_axis)

@@ -156,8 +156,9 @@ def run(config: RefusalDirectionConfig) -> dict:
     model = load_causal_lm(config.model, config.trust_remote_code).eval()
     tokenizer = load_tokenizer(config.model, config.trust_remote_code, padding_side="left")
     n_layers, batch = len(rd.decoder_layers(model)), config.batch_size
-    harmful_train, harmful_val = _split(load_prompt_set(config.harmful, "harmful"), config.validation_fraction, config.split_seed)
-    harmless_train, harmless_val = _split(load_prompt_set(config.harmless, "harmless"), config.validation_fraction, config.split_seed)
+    fraction, seed = config.validation_fraction, config.split_seed
+    harmful_train, harmful_val = _split(load_prompt_set(config.harmful, "harmful"), fraction, seed)
+    harmless_train, harmless_val = _split(load_prompt_set(config.harmless, "harmless"), fraction, seed)
     tests = {kind: [r["prompt"] for r in load_prompt_set(getattr(config, f"{kind}_test"), f"{kind}_test")]
              for kind in ("harmful", "harmless")}
     metrics: dict = {"model": config.model, "n_layers": n_layers, "warnings": []}
@@ -171,68 +172,25 @@ def run(config: RefusalDirectionConfig) -> dict:
         return generate_responses(which, tokenizer, prompts, g.max_new_tokens, g.batch_size, g.temperature, g.top_p,
                                   g.seed, progress=False)
 
-    # 2. which tokens open this model's refusals
-    answers = generate(harmful_train + harmful_val + harmless_val)
-    refused = [detect_refusal(a).is_refusal for a in answers]
-    n_harmful = len(harmful_train) + len(harmful_val)
-    refusals = [a for a, r in zip(answers, refused) if r]
-    token_ids = rd.refusal_token_ids(tokenizer, refusals, [a for a, r in zip(answers, refused) if not r])
-    metrics["generated_refusal_rate"] = {"harmful_direction_and_validation": sum(refused[:n_harmful]) / n_harmful,
-                                         "harmless_validation": sum(refused[n_harmful:]) / len(harmless_val)}
-    if not token_ids:
-        _stop_or_warn(config, metrics, out, warn, f"no refusal-opening token: the model refused "
-                      f"{sum(refused[:n_harmful])} of {n_harmful} harmful prompts (rule detector), none of them with an "
-                      "opening token that starts more refusals than compliant answers")
-        token_ids = rd.refusal_token_ids(tokenizer, config.fallback_refusal_openings, [])
-    metrics["refusal_tokens"] = [{"id": t, "token": tokenizer.convert_ids_to_tokens(t)} for t in token_ids]
-    say(f"refusal tokens {[m['token'] for m in metrics['refusal_tokens']]}; the model refused "
-        f"{sum(refused[:n_harmful])} of {n_harmful} harmful and {sum(refused[n_harmful:])} of {len(harmless_val)} "
-        "harmless prompts (rule detector)")
+    # 2-3. the tokens that open this model's refusals; the reference's filters
+    token_ids = _refusal_tokens(config, model, tokenizer, harmful_train + harmful_val, harmless_val, metrics, out,
+                                generate, warn, say)
+    sets = _filtered_sets(config, model, tokenizer, token_ids, {
+        "harmful_train": harmful_train, "harmful_validation": harmful_val,
+        "harmless_train": harmless_train, "harmless_validation": harmless_val}, metrics, out, warn)
 
-    # 3. the reference's filters
-    def scores(prompts):
-        return rd.refusal_scores(rd.last_logits(model, tokenizer, prompts, batch), token_ids)
-
-    sets = {"harmful_train": harmful_train, "harmful_validation": harmful_val,
-            "harmless_train": harmless_train, "harmless_validation": harmless_val}
-    kept = {name: [p for p, s in zip(prompts, scores(prompts)) if (s > 0) == name.startswith("harmful")]
-            for name, prompts in sets.items()}
-    metrics["prompts"] = {name: {"total": len(sets[name]), "passing_filter": len(kept[name])} for name in sets}
-    if config.selection.filter_prompts:
-        if len(kept["harmful_validation"]) < config.selection.min_validation_prompts or not all(kept.values()):
-            _stop_or_warn(config, metrics, out, warn, f"the model refuses (refusal score > 0) only "
-                          f"{len(kept['harmful_validation'])} of {len(harmful_val)} harmful validation prompts "
-                          f"(selection.min_validation_prompts = {config.selection.min_validation_prompts})")
-        else:
-            sets = kept
-    # 4. directions and selection
+    # 4. directions for every layer and post-instruction position; selection on the validation prompts
     positions = list(range(-len(rd.post_instruction_ids(tokenizer)), 0))
     directions = rd.difference_in_means(
         rd.block_inputs(model, tokenizer, sets["harmful_train"], positions, batch),
         rd.block_inputs(model, tokenizer, sets["harmless_train"], positions, batch)).transpose(0, 1)  # (P, L, d)
-    cut = config.selection.max_layer_fraction * n_layers
-    layers = None if config.selection.score_all_layers else [l for l in range(n_layers) if l < cut]
-    say(f"scoring {len(positions)} positions x {n_layers if layers is None else len(layers)} layers ...")
-    per_layer = score_candidates(model, tokenizer, directions, sets["harmful_validation"], sets["harmless_validation"],
-                                 token_ids, batch, config.selection.addition_coefficient, layers)
-    s = config.selection
-    chosen, dropped = select_direction(per_layer, s.max_layer_fraction, s.max_kl, s.min_addition_score)
-    if chosen is None:
-        chosen, _ = select_direction(per_layer, s.max_layer_fraction, float("inf"), float("-inf"))
-        warn(f"no candidate passed the filters ({dropped}); took the lowest ablation score below the layer cut")
+    chosen = _select(config, model, tokenizer, directions, positions, token_ids, sets, metrics, warn, say)
     position_index, layer = chosen
-    direction = directions[position_index, layer]
-    metrics.update(layer=layer, position=positions[position_index],
-                   position_token=tokenizer.convert_ids_to_tokens(rd.post_instruction_ids(tokenizer)[position_index]),
-                   selection={"dropped": dropped, **{k: float(v[chosen]) for k, v in per_layer.items()},
-                              "max_layer_fraction": s.max_layer_fraction, "max_kl": s.max_kl,
-                              "baseline_harmful_score": float(scores(sets["harmful_validation"]).mean()),
-                              "baseline_harmless_score": float(scores(sets["harmless_validation"]).mean())},
-                   per_layer={k: v.tolist() for k, v in per_layer.items()})
+    direction = directions[chosen]
     from safetensors.torch import save_file
-    save_file({"direction": direction.contiguous(), "candidates": directions.contiguous()}, str(out / "direction.safetensors"),
+    save_file({"direction": direction.contiguous(), "candidates": directions.contiguous()},
+              str(out / "direction.safetensors"),
               metadata={"layer": str(layer), "position": str(positions[position_index]), "model": config.model})
-    say(f"selected layer {layer}, position {positions[position_index]}: {metrics['selection']}")
 
     # 5. weight orthogonalisation, saved and reloaded
     ablated_model = _save_ablated(model, tokenizer, direction, out / "ablated", config.trust_remote_code)
@@ -240,19 +198,8 @@ def run(config: RefusalDirectionConfig) -> dict:
     metrics["max_abs_logit_diff_hooks_vs_weights"] = _hooks_vs_weights(model, ablated_model, tokenizer, direction, check)
 
     # 6. test sets
-    records, rates = [], {"harmful": {}, "harmless": {}}
-    for variant in RATE_KEYS:
-        for kind, prompts in tests.items():
-            if variant == "actadd":
-                with rd.addition_hooks(model, direction, layer, s.addition_coefficient):
-                    texts = generate(prompts)
-            else:
-                texts = generate(prompts, ablated_model if variant == "ablated" else model)
-            verdicts = [detect_refusal(t).is_refusal for t in texts]
-            rates[kind][variant] = sum(verdicts) / len(verdicts)
-            records += [{"variant": variant, "set": kind, "prompt": p, "response": t, "refusal": v}
-                        for p, t, v in zip(prompts, texts, verdicts)]
-    metrics["harmful_refusal_rate"], metrics["harmless_refusal_rate"] = rates["harmful"], rates["harmless"]
+    records = _test_rates(model, ablated_model, tokenizer, direction, layer, config.selection.addition_coefficient,
+                          tests, generate, metrics)
     metrics["harmless_kl_ablated"] = float(rd.kl_divergence(
         rd.last_logits(model, tokenizer, tests["harmless"], batch),
         rd.last_logits(ablated_model, tokenizer, tests["harmless"], batch)).mean())
@@ -264,9 +211,98 @@ def run(config: RefusalDirectionConfig) -> dict:
     layer_figure(metrics).savefig(out / "layers.png", dpi=120)
     metrics["wall_time_s"] = time.time() - started
     writer.write_metrics(metrics)
-    say(f"refusal rates harmful {rates['harmful']}, harmless {rates['harmless']}; "
-        f"KL {metrics['harmless_kl_ablated']:.4f}; hooks vs weights {metrics['max_abs_logit_diff_hooks_vs_weights']:.2e}")
+    say(f"refusal rates harmful {metrics['harmful_refusal_rate']}, harmless {metrics['harmless_refusal_rate']}; KL "
+        f"{metrics['harmless_kl_ablated']:.4f}; hooks vs weights {metrics['max_abs_logit_diff_hooks_vs_weights']:.2e}")
     return metrics
+
+
+def _select(config, model, tokenizer, directions, positions, token_ids, sets, metrics, warn, say) -> tuple[int, int]:
+    """Score every candidate on the validation prompts and pick one (:mod:`saferlhf.controls.direction_select`)."""
+    s, n_layers, batch = config.selection, directions.shape[1], config.batch_size
+    layers = None if s.score_all_layers else [l for l in range(n_layers) if l < s.max_layer_fraction * n_layers]
+    say(f"scoring {len(positions)} positions x {n_layers if layers is None else len(layers)} layers ...")
+    per_layer = score_candidates(model, tokenizer, directions, sets["harmful_validation"], sets["harmless_validation"],
+                                 token_ids, batch, s.addition_coefficient, layers,
+                                 progress=lambda p, l: l == n_layers - 1 and say(f"  position {positions[p]} scored"))
+    chosen, dropped = select_direction(per_layer, s.max_layer_fraction, s.max_kl, s.min_addition_score)
+    if chosen is None:
+        chosen, _ = select_direction(per_layer, s.max_layer_fraction, float("inf"), float("-inf"))
+        warn(f"no candidate passed the filters ({dropped}); took the lowest ablation score below the layer cut")
+
+    def baseline(prompts):
+        return float(rd.refusal_scores(rd.last_logits(model, tokenizer, prompts, batch), token_ids).mean())
+
+    metrics.update(layer=chosen[1], position=positions[chosen[0]],
+                   position_token=tokenizer.convert_ids_to_tokens(rd.post_instruction_ids(tokenizer)[chosen[0]]),
+                   selection={"dropped": dropped, **{k: float(v[chosen]) for k, v in per_layer.items()},
+                              "max_layer_fraction": s.max_layer_fraction, "max_kl": s.max_kl,
+                              "baseline_harmful_score": baseline(sets["harmful_validation"]),
+                              "baseline_harmless_score": baseline(sets["harmless_validation"])},
+                   per_layer={k: v.tolist() for k, v in per_layer.items()})
+    say(f"selected layer {chosen[1]}, position {positions[chosen[0]]}: {metrics['selection']}")
+    return chosen
+
+
+def _refusal_tokens(config, model, tokenizer, harmful: list[str], harmless: list[str], metrics: dict, out: Path,
+                    generate, warn, say) -> list[int]:
+    """The model answers ``harmful`` and ``harmless``; the first tokens of its refusals (rule detector) that
+    open more refusals than compliant answers (:func:`saferlhf.controls.direction.refusal_token_ids`)."""
+    answers = generate(harmful + harmless)
+    refused = [detect_refusal(a).is_refusal for a in answers]
+    n_refused, n_harmless_refused = sum(refused[:len(harmful)]), sum(refused[len(harmful):])
+    token_ids = rd.refusal_token_ids(tokenizer, [a for a, r in zip(answers, refused) if r],
+                                     [a for a, r in zip(answers, refused) if not r])
+    metrics["generated_refusal_rate"] = {"harmful_direction_and_validation": n_refused / len(harmful),
+                                         "harmless_validation": n_harmless_refused / len(harmless)}
+    if not token_ids:
+        _stop_or_warn(config, metrics, out, warn, f"no refusal-opening token: the model refused {n_refused} of "
+                      f"{len(harmful)} harmful prompts (rule detector), none of them with an opening token that "
+                      "starts more refusals than compliant answers")
+        token_ids = rd.refusal_token_ids(tokenizer, config.fallback_refusal_openings, [])
+    metrics["refusal_tokens"] = [{"id": t, "token": tokenizer.convert_ids_to_tokens(t)} for t in token_ids]
+    say(f"refusal tokens {[m['token'] for m in metrics['refusal_tokens']]}; the model refused {n_refused} of "
+        f"{len(harmful)} harmful and {n_harmless_refused} of {len(harmless)} harmless prompts (rule detector)")
+    return token_ids
+
+
+def _filtered_sets(config, model, tokenizer, token_ids: list[int], sets: dict[str, list[str]], metrics: dict,
+                   out: Path, warn) -> dict[str, list[str]]:
+    """Harmful prompts with refusal score > 0, harmless ones with score < 0 (the reference's filter); the
+    unfiltered sets when filtering is off or (``rare_refusal=continue``) leaves too few."""
+    kept = {}
+    for name, prompts in sets.items():
+        scores = rd.refusal_scores(rd.last_logits(model, tokenizer, prompts, config.batch_size), token_ids)
+        kept[name] = [p for p, score in zip(prompts, scores) if (score > 0) == name.startswith("harmful")]
+    metrics["prompts"] = {name: {"total": len(sets[name]), "passing_filter": len(kept[name])} for name in sets}
+    if not config.selection.filter_prompts:
+        return sets
+    minimum = config.selection.min_validation_prompts
+    if len(kept["harmful_validation"]) >= minimum and all(kept.values()):
+        return kept
+    _stop_or_warn(config, metrics, out, warn, f"the model refuses (refusal score > 0) only "
+                  f"{len(kept['harmful_validation'])} of {len(sets['harmful_validation'])} harmful validation "
+                  f"prompts (selection.min_validation_prompts = {minimum})")
+    return sets
+
+
+def _test_rates(model, ablated_model, tokenizer, direction, layer: int, coefficient: float,
+                tests: dict[str, list[str]], generate, metrics: dict) -> list[dict]:
+    """Refusal rates (rule detector, greedy answers) of the model, the ablated model and activation addition
+    on the test sets, into ``metrics``; returns the answers."""
+    records = []
+    for kind, prompts in tests.items():
+        metrics[f"{kind}_refusal_rate"] = {}
+        for variant in RATE_KEYS:
+            if variant == "actadd":
+                with rd.addition_hooks(model, direction, layer, coefficient):
+                    texts = generate(prompts)
+            else:
+                texts = generate(prompts, ablated_model if variant == "ablated" else model)
+            verdicts = [detect_refusal(t).is_refusal for t in texts]
+            metrics[f"{kind}_refusal_rate"][variant] = sum(verdicts) / len(verdicts)
+            records += [{"variant": variant, "set": kind, "prompt": p, "response": t, "refusal": v}
+                        for p, t, v in zip(prompts, texts, verdicts)]
+    return records
 
 
 def _stop_or_warn(config, metrics: dict, out: Path, warn, problem: str) -> None:
