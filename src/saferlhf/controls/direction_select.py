@@ -25,10 +25,11 @@ from saferlhf.controls.direction import (
 @torch.no_grad()
 def score_candidates(model, tokenizer, directions: torch.Tensor, harmful: list[str], harmless: list[str],
                      token_ids: list[int], batch_size: int = 16, coefficient: float = 1.0,
-                     layers: list[int] | None = None, progress=None) -> dict[str, torch.Tensor]:
+                     layers: list[int] | None = None, positions: list[int] | None = None,
+                     progress=None) -> dict[str, torch.Tensor]:
     """``{"ablation_score", "addition_score", "ablation_kl"}``, each (P, L) float64, for ``directions`` (P, L, d).
 
-    Only ``layers`` are scored when given; zero candidates (the embedding of a template token, the same
+    Only ``layers`` and ``positions`` (indices into the first dimension) are scored when given; zero candidates (the embedding of a template token, the same
     for every prompt) are not scored either: both stay NaN. ``progress(position, layer)`` is called
     after each candidate."""
     n_positions, n_layers = directions.shape[:2]
@@ -37,7 +38,7 @@ def score_candidates(model, tokenizer, directions: torch.Tensor, harmful: list[s
     base_harmless = last_logits(model, tokenizer, harmless, batch_size)
     scores = {key: torch.full((n_positions, n_layers), float("nan"), dtype=torch.float64)
               for key in ("ablation_score", "addition_score", "ablation_kl")}
-    for position in range(n_positions):
+    for position in range(n_positions) if positions is None else positions:
         for layer in range(n_layers) if layers is None else layers:
             direction = directions[position, layer]
             if direction.norm() == 0:  # block 0's input at a template token: the same embedding for every prompt

@@ -78,11 +78,14 @@ class SelectionConfig:
     filter_prompts: bool = doc(True, "Keep harmful prompts with refusal score > 0 and harmless ones with score < 0.")
     min_validation_prompts: int = doc(8, "Fewest harmful validation prompts the model must refuse (score > 0).")
     score_all_layers: bool = doc(True, "Also score the layers the layer filter drops (for the figure; slower).")
+    last_positions: int = doc(0, "Score only the last N post-instruction positions (0 = all, the reference); a "
+                                 "compute saving for CPUs: the directions are still computed for every position.")
 
     def validate(self, prefix: str) -> None:
         _check(0 < self.max_layer_fraction <= 1, prefix + "max_layer_fraction", "must be in (0, 1]")
         _check(self.max_kl > 0, prefix + "max_kl", "must be > 0")
         _check(self.min_validation_prompts >= 1, prefix + "min_validation_prompts", "must be >= 1")
+        _check(self.last_positions >= 0, prefix + "last_positions", "must be >= 0")
 
 
 @dataclass
@@ -219,11 +222,13 @@ def run(config: RefusalDirectionConfig) -> dict:
 def _select(config, model, tokenizer, directions, positions, token_ids, sets, metrics, warn, say) -> tuple[int, int]:
     """Score every candidate on the validation prompts and pick one (:mod:`saferlhf.controls.direction_select`)."""
     s, n_layers, batch = config.selection, directions.shape[1], config.batch_size
-    layers = None if s.score_all_layers else [l for l in range(n_layers) if l < s.max_layer_fraction * n_layers]
-    say(f"scoring {len(positions)} positions x {n_layers if layers is None else len(layers)} layers ...")
+    layers = list(range(n_layers)) if s.score_all_layers else [
+        l for l in range(n_layers) if l < s.max_layer_fraction * n_layers]
+    scored = list(range(len(positions)))[-s.last_positions:] if s.last_positions else list(range(len(positions)))
+    say(f"scoring {len(scored)} positions x {len(layers)} layers ...")
     per_layer = score_candidates(model, tokenizer, directions, sets["harmful_validation"], sets["harmless_validation"],
-                                 token_ids, batch, s.addition_coefficient, layers,
-                                 progress=lambda p, l: l == n_layers - 1 and say(f"  position {positions[p]} scored"))
+                                 token_ids, batch, s.addition_coefficient, layers, scored,
+                                 progress=lambda p, l: l == layers[-1] and say(f"  position {positions[p]} scored"))
     chosen, dropped = select_direction(per_layer, s.max_layer_fraction, s.max_kl, s.min_addition_score)
     if chosen is None:
         chosen, _ = select_direction(per_layer, s.max_layer_fraction, float("inf"), float("-inf"))
