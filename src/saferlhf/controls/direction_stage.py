@@ -199,6 +199,8 @@ def run(config: RefusalDirectionConfig) -> dict:
     ablated_model = _save_ablated(model, tokenizer, direction, out / "ablated", config.trust_remote_code)
     check = sets["harmful_validation"][:8] + sets["harmless_validation"][:8]
     metrics["max_abs_logit_diff_hooks_vs_weights"] = _hooks_vs_weights(model, ablated_model, tokenizer, direction, check)
+    say(f"saved {out / 'ablated'}; hooked vs weight ablation: max |logit difference| "
+        f"{metrics['max_abs_logit_diff_hooks_vs_weights']:.2e} over {len(check)} prompts")
 
     # 6. test sets
     records = _test_rates(model, ablated_model, tokenizer, direction, layer, config.selection.addition_coefficient,
