@@ -52,6 +52,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
             "what a bug report needs: versions, devices, threads, bf16 support, what precision auto picks"),
     "annotate": ("saferlhf.annotation.stage:AnnotateConfig", "saferlhf.annotation.stage:run",
                  "serve the local page that labels a pairs file (localhost only; Ctrl-C stops it)"),
+    "refusal-direction": ("saferlhf.controls.direction_stage:RefusalDirectionConfig",
+                          "saferlhf.controls.direction_stage:run",
+                          "find, select, ablate and add the refusal direction (Arditi et al. 2024)"),
 }
 
 
