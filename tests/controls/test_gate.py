@@ -75,8 +75,17 @@ def test_fit_chooses_layer_and_threshold_on_the_development_prompts(tiny, tmp_pa
     assert flagged == pytest.approx(gate.development["flagged_harmless"]) and flagged <= 0.2
     lower = max(s for s in scores if s < gate.threshold)
     assert sum(s >= lower for s in harmless) / len(harmless) > 0.2
-    with pytest.raises(ValueError, match="also training prompts"):
-        fit_gate(model, tokenizer, "tiny-llama", [PromptSet(split="train")], [PromptSet()], 0.2, layer=1)
+    with pytest.raises(ValueError, match="are all training prompts"):
+        fit_gate(model, tokenizer, "tiny-llama", [PromptSet(split="train")], [PromptSet(split="train")], 0.2, layer=1)
+
+
+def test_development_prompts_that_are_training_prompts_are_left_out_and_counted(tiny, capsys):
+    model, tokenizer = tiny
+    train = [PromptSet(split="train")]
+    everything = fit_gate(model, tokenizer, "tiny-llama", train, [PromptSet()], 0.2, layer=1)  # train + heldout
+    assert "development prompt(s) are also training prompts and are left out" in capsys.readouterr().out
+    heldout = fit_gate(model, tokenizer, "tiny-llama", train, [PromptSet(split="heldout")], 0.2, layer=1)
+    assert everything.threshold == heldout.threshold
 
 
 def test_the_same_prompt_gets_the_same_decision(tiny, tmp_path):

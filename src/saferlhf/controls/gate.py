@@ -131,9 +131,15 @@ def fit_gate(model, tokenizer, model_name: str, train: list[PromptSet], dev: lis
     """Train the probe on ``train``; choose the layer (``layer=0``: best development AUC) and threshold on ``dev``."""
     train_prompts, train_harmful = read_prompt_sets(train)
     dev_prompts, dev_harmful = read_prompt_sets(dev)
-    overlap = len({" ".join(p.lower().split()) for p in train_prompts} & {" ".join(p.lower().split()) for p in dev_prompts})
-    if overlap:
-        raise ValueError(f"{overlap} development prompts are also training prompts: the threshold would be optimistic")
+    seen = {" ".join(p.lower().split()) for p in train_prompts}
+    keep = [" ".join(p.lower().split()) not in seen for p in dev_prompts]
+    if not all(keep):  # a threshold chosen on prompts the probe was trained on would be optimistic
+        print(f"[saferlhf] refusal gate: {keep.count(False)} development prompt(s) are also training prompts and are "
+              "left out of the development set", flush=True)
+        dev_prompts = [p for p, k in zip(dev_prompts, keep) if k]
+        dev_harmful = [h for h, k in zip(dev_harmful, keep) if k]
+    if not dev_prompts:
+        raise ValueError("the gate's development prompts are all training prompts")
     if all(train_harmful) or not any(train_harmful):
         raise ValueError("the gate's training prompts need both harmful and harmless prompts")
     train_states = last_token_states(model, tokenizer, train_prompts)
