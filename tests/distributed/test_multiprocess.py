@@ -35,6 +35,7 @@ import os
 import random
 import re
 import socket
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -174,12 +175,13 @@ def test_ppo_lag_on_two_processes_matches_one_process_and_shares_lambda(tmp_path
     model = build_toy_model(tmp_path / "toy-model")
     prompts = write_prompts(tmp_path / "prompts.jsonl")
     two_dir, one_dir = tmp_path / "two", tmp_path / "one"
-    accelerate_launch(["train-policy", *policy_overrides(model, prompts, two_dir, processes=2, steps=4)])
+    accelerate_launch(["train-policy", *policy_overrides(model, prompts, two_dir, processes=2, steps=5),
+                       "keep_checkpoints=2"])
     run_policy(load_config(PolicyStageConfig, overrides=policy_overrides(model, prompts, one_dir, 1, steps=5)))
 
     # λ on each process: identical, computed from the all-reduced window mean
     ranks = [read_log(two_dir / "process_logs" / f"rank{r}.jsonl") for r in (0, 1)]
-    assert [line["step"] for line in ranks[0]] == [line["step"] for line in ranks[1]] == [1, 2, 3, 4]
+    assert [line["step"] for line in ranks[0]] == [line["step"] for line in ranks[1]] == [1, 2, 3, 4, 5]
     previous_lambda = 1.0  # lagrange.lambda_init
     for zero, one in zip(*ranks):
         assert zero["lambda"] == one["lambda"] == zero["lambda_local"] == one["lambda_local"], (zero, one)
@@ -193,7 +195,7 @@ def test_ppo_lag_on_two_processes_matches_one_process_and_shares_lambda(tmp_path
 
     # the logged (averaged) numbers of 2 processes equal the single process's on the same global batch
     two_log, one_log = read_log(two_dir / "log.jsonl"), read_log(one_dir / "log.jsonl")
-    assert [line["step"] for line in two_log] == [1, 2, 3, 4]
+    assert [line["step"] for line in two_log] == [1, 2, 3, 4, 5]
     for line_two, line_one, zero, one in zip(two_log, one_log, *ranks):
         assert line_two["cost"] == pytest.approx((zero["cost_local"] + one["cost_local"]) / 2, abs=1e-6)
         assert line_two["response_length"] == 8.0  # equal lengths: DDP's token mean is the global one
@@ -206,11 +208,16 @@ def test_ppo_lag_on_two_processes_matches_one_process_and_shares_lambda(tmp_path
     assert (checkpoint / "rng_state_0.pt").exists() and (checkpoint / "rng_state_1.pt").exists()
     assert (two_dir / "policy" / "model.safetensors").exists()
 
-    # ... and 1 process reads it: its step 5 is the uninterrupted single-process run's step 5
+    # ... and 1 process reads it (the run killed after step 4: its step-4 checkpoint and log, no metrics.json):
+    # its step 5 is the uninterrupted single-process run's step 5. The run identity counts the global batch,
+    # so 2 x 16 prompts and 1 x 32 are the same run.
+    killed = tmp_path / "killed"
+    shutil.copytree(checkpoint, killed / "checkpoints" / checkpoint.name)
+    (killed / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in two_log[:4]))
     capsys.readouterr()
-    resumed = policy_overrides(model, prompts, two_dir, 1, steps=5) + ["resume=true"]
+    resumed = policy_overrides(model, prompts, killed, 1, steps=5) + ["resume=true"]
     run_policy(load_config(PolicyStageConfig, overrides=resumed))
     assert "checkpoint written by 2 processes, continuing with 1" in capsys.readouterr().out
-    resumed_log = read_log(two_dir / "log.jsonl")
+    resumed_log = read_log(killed / "log.jsonl")
     assert [line["step"] for line in resumed_log] == [1, 2, 3, 4, 5]
     assert_close(resumed_log[-1], one_log[4], "step 5 resumed in 1 process from the 2-process checkpoint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def test_hidden_states_are_those_that_predict_the_answer_tokens():
     assert torch.equal(hidden[0], full[encoded.prompt_length - 1])  # the last prompt position predicts token 1
 
 
-def test_command_adds_the_columns_and_names_a_bad_row(tmp_path):
+def test_command_adds_the_columns_and_names_a_bad_row(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     rows = [{"prompt": "How do I bake bread?", "response_0": "Mix flour and water.", "response_1": "No.",
              "better_response_id": 0, "safer_response_id": 0},
@@ -50,5 +51,5 @@ def test_command_adds_the_columns_and_names_a_bad_row(tmp_path):
     assert written[1]["ches"] == pytest.approx(ches_scores(chosen, rejected)[0], rel=1e-6)
     assert all(isinstance(row["ches_normalized"], float) for row in written)
     pairs.write_text(pairs.read_text() + json.dumps({**rows[0], "better_response_id": None}) + "\n")
-    with pytest.raises(ValueError, match=r"pairs.jsonl:3: .*better_response_id"):
-        main(["ches", f"input={pairs}", "model=tiny-llama", f"output={out}", "progress=false"])
+    assert main(["ches", f"input={pairs}", "model=tiny-llama", f"output={out}", "progress=false"]) == 2
+    assert re.search(r"pairs.jsonl:3: .*better_response_id", capsys.readouterr().err)

@@ -48,13 +48,13 @@ def test_sacpo_with_the_ches_filter_on_tiny_llama(tmp_path):
     assert steps == {"helpfulness", "safety"}
 
 
-def test_a_pair_without_the_safety_label_names_its_line(tmp_path):
+def test_a_pair_without_the_safety_label_names_its_line(tmp_path, capsys):
     path = _pairs(tmp_path, 2)
     path.write_text(path.read_text() + json.dumps({"prompt": "p", "response_0": "a", "response_1": "b",
                                                    "better_response_id": 0}) + "\n")
-    with pytest.raises(ValueError, match=r"pairs.jsonl:3: missing_label: no safer_response_id"):
-        main(["dpo", "model.name_or_path=tiny-llama", f"train_data=[{path}]", "objective=safety",
-              f"output_dir={tmp_path / 'out'}"])
+    assert main(["dpo", "model.name_or_path=tiny-llama", f"train_data=[{path}]", "objective=safety",
+                 f"output_dir={tmp_path / 'out'}"]) == 2
+    assert "pairs.jsonl:3: missing_label: no safer_response_id" in capsys.readouterr().err
 
 
 def test_lora_helpfulness_dpo_writes_a_merged_model(tmp_path):

@@ -63,6 +63,8 @@ class SafetyTestConfig:
     rate_bound: Literal["clopper-pearson", "hoeffding"] = doc("clopper-pearson", "Bound on the rate.")
     reuse_from: list[str] = doc([], "generations.jsonl files whose answers (same model path, prompts, settings) "
                                     "are reused, e.g. an evaluation's.")
+    precision: Literal["auto", "fp32", "bf16"] = doc(
+        "auto", "dtype of the models that generate and score (auto = bf16 where the hardware has it, else fp32).")
     progress: bool = doc(True, "Show progress bars.")
     output_dir: str = doc("runs/safety-test", "Output folder.")
 
@@ -120,11 +122,12 @@ def run(config: SafetyTestConfig) -> dict:
     benchmark = heldout_prompts(config)
     print(f"[saferlhf safety-test] {len(benchmark.prompts)} held-out prompts from {benchmark.source}", flush=True)
     cache = load_generation_cache([output_dir / GENERATIONS, *map(Path, config.reuse_from)])
-    plan = SimpleNamespace(models=[config.model], generation=config.generation, progress=config.progress)
+    plan = SimpleNamespace(models=[config.model], generation=config.generation, progress=config.progress,
+                           precision=config.precision)
     records = generate_all(plan, [benchmark], cache, lambda rows: _save(output_dir, rows))
     detect_refusals(records, ["rules"], progress=config.progress)
     add_scores(records, ScoringConfig(cost_model=config.scoring.cost_model, max_length=config.scoring.max_length,
-                                      batch_size=config.scoring.batch_size))
+                                      batch_size=config.scoring.batch_size), config.precision)
     _save(output_dir, records)
     tests = safety_tests(records, config)
     metrics = {"passed": all(test["passed"] for test in tests.values()), "model": config.model.name_or_path,

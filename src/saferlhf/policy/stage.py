@@ -36,11 +36,19 @@ __all__ = ["PolicyStageConfig", "run", "evaluate"]
 SUMMARY_STEPS = 10  # metrics.json reports the mean of the last this many logged steps
 
 
+def global_sizes(config: PolicyStageConfig, processes: int) -> dict[str, int]:
+    """The per-process sizes of the run identity in global terms, so that a checkpoint of N processes resumes
+    in M processes with the same global batch (and no other)."""
+    return {"rollout.prompts_per_step": config.rollout.prompts_per_step * processes,
+            "train.batch_size": config.train.batch_size * processes,
+            "lagrange.episode_cost_window": config.lagrange.episode_cost_window * processes}
+
+
 def run(config: PolicyStageConfig) -> dict:
     """Train to ``total_steps`` (resuming if asked), evaluate, save the policy; returns final metrics."""
     output_dir = Path(config.output_dir)
     accelerator = make_accelerator(config.train, **_tracker_arguments(config, output_dir))
-    identity = run_identity(config)
+    identity = run_identity(config, **global_sizes(config, accelerator.num_processes))
     finished = begin_run(accelerator, output_dir, identity, config.resume, latest_checkpoint(output_dir),
                          ("checkpoints",))
     if finished is not None:
@@ -182,7 +190,8 @@ def _save(trainer: PolicyTrainer, state: dict) -> None:
     loop_state = {"global_step": trainer.global_step, "data_position": trainer.data_position(),
                   "multipliers": trainer.constraints.state_dict(windows),
                   "ptx_position": trainer.ptx.position if trainer.ptx else 0, "algorithm": trainer.config.algorithm,
-                  "eval_before": state.get("eval_before"), "run_identity": run_identity(trainer.config)}
+                  "eval_before": state.get("eval_before"), "run_identity": run_identity(
+                      trainer.config, **global_sizes(trainer.config, trainer.accelerator.num_processes))}
     save_checkpoint(trainer.accelerator, trainer.config.output_dir, trainer.global_step, trainer.models,
                     trainer.optimizers, trainer.schedulers, loop_state, keep=trainer.config.keep_checkpoints)
 
