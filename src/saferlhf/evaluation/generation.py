@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from saferlhf.data.records import Prompt
 from saferlhf.data.templates import render_prompt
 
-LARGEST_AUTO_BATCH = 64  # chosen on bench/generation.py's built-in prompts (docs/speed.md)
+LARGEST_AUTO_BATCH = 64  # a cap, not a tuned value: see docs/speed.md for what batch sizes measured
 
 
 def generate_responses(model, tokenizer, prompts: list[Prompt], max_new_tokens: int = 96, batch_size: int = 8,
