@@ -24,6 +24,9 @@ import copy
 import torch
 from accelerate.utils import DistributedType
 
+from saferlhf.policy.losses import gather_log_probs
+from saferlhf.policy.rollout import answer_logits
+
 
 def supported(accelerator) -> bool:
     """A full copy per process exists only without parameter sharding (one process, DDP)."""
@@ -44,6 +47,15 @@ class GenerationCopy:
         """Copy the trained parameters into the copy (cast to its dtype)."""
         for target, source in self._pairs:
             target.copy_(source)
+
+    @torch.no_grad()
+    def rollout_gap(self, rollout, train_log_probs: torch.Tensor, batch_size: int) -> float:
+        """``rollout/logprob_gap`` of a rollout the copy sampled, against π_θ's ``train_log_probs`` (N, T)."""
+        parts = (rollout.select(range(start, min(start + batch_size, len(rollout))))
+                 for start in range(0, len(rollout), batch_size))
+        copy_log_probs = torch.cat([gather_log_probs(answer_logits(self.model, part), part.response_ids)
+                                    for part in parts])
+        return log_prob_gap(copy_log_probs, train_log_probs, rollout.response_mask)
 
 
 def log_prob_gap(copy_log_probs: torch.Tensor, train_log_probs: torch.Tensor, mask: torch.Tensor) -> float:

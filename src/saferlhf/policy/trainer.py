@@ -32,7 +32,6 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from saferlhf.policy import generation_copy
 from saferlhf.policy.algorithms import ALGORITHM_SPECS, compute_advantages
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.constraints import make_constraints
+from saferlhf.policy.divergence import NonFiniteLossError, check_actor, non_finite_inputs, raise_if_flagged
 from saferlhf.policy.losses import (clipped_surrogate_loss, clipped_value_loss, entropy_from_logits, gather_log_probs,
                                     masked_mean, sequence_kl)
 from saferlhf.policy.order import EpochOrder
@@ -62,11 +62,6 @@ def has_active_dropout(model: torch.nn.Module) -> bool:
     config = getattr(model, "config", None)
     return bool(getattr(config, "attention_dropout", 0.0)) or any(
         isinstance(module, torch.nn.Dropout) and module.p > 0 for module in model.modules())
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss, the actor's weights or its logits became NaN or infinite; the run stops and the last good
-    checkpoint is kept."""
 
 
 @dataclass
@@ -258,7 +253,8 @@ class PolicyTrainer:
                  "response_length": mask.float().sum(-1).mean(), **update_metrics}
         local.update(self.constraints.answer_metrics(experience.costs))
         if self.generation_copy is not None:
-            local["rollout/logprob_gap"] = torch.tensor(self.rollout_log_prob_gap(experience), device=self.device)
+            gap = self.generation_copy.rollout_gap(rollout, experience.old_log_probs, c.train.batch_size)
+            local["rollout/logprob_gap"] = torch.tensor(gap, device=self.device)  # the copy is still π_old here
         multiplier_values = self.constraints.log_values(lagrange_multipliers, episode_costs)
         window = self.constraints.items[0].multiplier.window.costs if self.constraints else []
         self.process_record.update({**{key: multiplier_values[key] for key in ("lambda", "episode_cost")},
@@ -296,17 +292,6 @@ class PolicyTrainer:
                 model.train()
         return Experience(rollout, reward, costs, torch.cat(old) if old else None, torch.cat(ref),
                           {name: torch.cat(v).float() for name, v in values.items()})
-
-    @torch.no_grad()
-    def rollout_log_prob_gap(self, experience: Experience) -> float:
-        """Mean |log π_copy − log π_θ| per answer token: how far the sampler was from the trained policy
-        (:mod:`saferlhf.policy.generation_copy`; the copy still holds the pre-update weights here)."""
-        rollout, size = experience.rollout, self.config.train.batch_size
-        copy_log_probs = torch.cat([
-            gather_log_probs(answer_logits(self.generation_copy.model, part), part.response_ids)
-            for part in (rollout.select(range(start, min(start + size, len(rollout))))
-                         for start in range(0, len(rollout), size))])
-        return generation_copy.log_prob_gap(copy_log_probs, experience.old_log_probs, rollout.response_mask)
 
     def reference_log_probs(self, actor, part: Rollout) -> torch.Tensor:  # (B, T)
         if self.reference is not None:
@@ -401,39 +386,15 @@ class PolicyTrainer:
             stacked = self.accelerator.reduce(stacked, "mean")
         return dict(zip(names, stacked.tolist()))
 
-    @torch.no_grad()
     def stop_if_diverged(self, rollout: Rollout) -> None:
-        """After the update, before the step counts (so before a checkpoint and the next sampling): the
-        actor's trainable weights and its logits on this step's first micro-batch must be finite. A loss
-        can still be finite in the step that blows the weights up (``learning_rate=1e10``)."""
-        part = rollout.select(range(min(len(rollout), self.config.train.batch_size)))
-        with full_parameters(self.accelerator, self.models["actor"]) as actor, self.accelerator.autocast():
-            actor.eval()
-            logits = answer_logits(actor, part)
-            actor.train()
-            weights = all(bool(torch.isfinite(p).all()) for p in actor.parameters() if p.requires_grad)
-        self._stop_if_flagged({"the actor's weights": not weights, "the actor's logits": not bool(
-            torch.isfinite(logits).all())}, "after the update", "the policy diverged (learning rate too high?)")
-
-    def _stop_if_flagged(self, flags: dict[str, bool], when: str, cause: str | Callable[[], str]) -> None:
-        """Raise :class:`NonFiniteLossError` on every process if any process flagged a quantity."""
-        counts = torch.tensor([float(v) for v in flags.values()], device=self.device)
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts, "sum")
-        bad = [name for name, count in zip(flags, counts.tolist()) if count > 0]
-        if bad:
-            reason = cause if isinstance(cause, str) else cause()
-            raise NonFiniteLossError(
-                f"policy step {self.global_step + 1}: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not "
-                f"finite (NaN or inf) {when}; {reason}. The run stops here, before writing a checkpoint or sampling; "
-                f"the last good checkpoint in {self.config.output_dir}/checkpoints is kept (resume from it with a "
-                f"lower learning rate, or fix the scorer).")
+        """After the update, before the step counts (:func:`.divergence.check_actor`)."""
+        check_actor(self.accelerator, self.models["actor"], rollout, self.config.train.batch_size,
+                    self.global_step + 1, self.config.output_dir)
 
     def stop_if_not_finite(self, losses: dict[str, torch.Tensor], experience: Experience) -> None:
-        def cause() -> str:
-            inputs = {"reward": experience.reward, **{f"cost {name}": cost for name, cost in experience.costs.items()},
-                      "old log-probs": experience.old_log_probs, "reference log-probs": experience.ref_log_probs, "advantages": experience.advantages}
-            sources = [name for name, t in inputs.items() if t is not None and not bool(torch.isfinite(t).all())]
-            return f"non-finite inputs on this process: {', '.join(sources) or 'none (the model itself diverged)'}"
-        self._stop_if_flagged({name: not bool(torch.isfinite(v).all()) for name, v in losses.items()},
-                              "in the update", cause)
+        inputs = {"reward": experience.reward, **{f"cost {name}": cost for name, cost in experience.costs.items()},
+                  "old log-probs": experience.old_log_probs, "reference log-probs": experience.ref_log_probs,
+                  "advantages": experience.advantages}
+        flags = {name: not bool(torch.isfinite(v).all()) for name, v in losses.items()}
+        raise_if_flagged(self.accelerator, flags, "in the update", lambda: non_finite_inputs(inputs),
+                         self.global_step + 1, self.config.output_dir)
