@@ -10,6 +10,7 @@ import pytest
 
 from saferlhf import cli
 from saferlhf.config import ConfigError, load_config
+from saferlhf.controls.gate import read_prompt_set
 from saferlhf.evaluation.stage import EvaluateConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +24,11 @@ def test_the_shipped_config_loads():
     config = load_config(EvaluateConfig, REPO / "configs" / "eval-controls.yaml")
     gate = config.controls[0]
     assert gate.kind == "gate" and gate.dev_prompts[0].path == "experiments/data/minimal_pairs.jsonl"
+    train_pairs = next(s for s in gate.train_prompts if s.path == gate.dev_prompts[0].path)
+    assert {train_pairs.part, gate.dev_prompts[0].part} == {"0/2", "1/2"}  # disjoint halves of the minimal pairs
+    train_prompts = {r["prompt"] for r in read_prompt_set(train_pairs)}
+    assert train_prompts and not train_prompts & {r["prompt"] for r in read_prompt_set(gate.dev_prompts[0])}
+    assert config.reference_lines == {"xstest": [58.2, -0.64]}
     with pytest.raises(ConfigError, match="controls\\[0\\].dev_prompts\\[0\\].labels\\[0\\]"):
         load_config(EvaluateConfig, overrides=["controls=[{name: g, dev_prompts: [{labels: [unsafe]}]}]"])
     with pytest.raises(ConfigError, match="names must be unique"):

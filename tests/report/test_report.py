@@ -14,6 +14,7 @@ import pytest
 from saferlhf.evaluation.arena import run_arena
 from saferlhf.evaluation.metrics import summarize
 from saferlhf.report import write_report
+from saferlhf.report import figures
 from saferlhf.report.figures import training_figure
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -149,3 +150,15 @@ def test_two_detectors_get_their_own_columns_and_intervals(tmp_path):
     type0 = next(line for line in markdown.splitlines() if line.startswith("| type0 |"))
     assert type0.endswith("| 0.0% / 0.0% |")  # the classifier column: no refusals
     assert "| beaver-v1 | 100.0% | 0.0% |" in markdown  # rule refusals: all ethical, none technical
+
+
+def test_controls_figure_draws_the_reference_line_from_its_intercept_and_slope():
+    controls = {"gate": {"xstest": {"curve": [{"threshold": 0.0, "harmful_compliance": 0.2, "false_refusal": 0.5},
+                                              {"threshold": 1.0, "harmful_compliance": 0.9, "false_refusal": 0.02}],
+                                    "harmful_compliance_rate": 0.46, "false_refusal_rate": 0.128}}}
+    figure = figures.controls_figure(controls, {}, {"xstest": [58.2, -0.64]})
+    line = next(l for l in figure.axes[0].lines if l.get_label().startswith("reference line"))
+    frr, hc = line.get_xdata(), line.get_ydata()
+    # at 50% harmful compliance the line is at 58.2 - 0.64 * 50 = 26.2% false refusal
+    assert frr[list(hc).index(0.5)] == pytest.approx(0.262)
+    assert figures.controls_figure(controls, {}) is not None  # no line: still a figure

@@ -39,11 +39,19 @@ BUILTIN = "builtin"
 
 @dataclass
 class PromptSet:
-    """Labelled prompts of the project: the built-in set or a file of ``prompt`` + ``label`` rows."""
+    """Labelled prompts of the project: the built-in set or a file of prompt + label rows (or one label for all)."""
 
-    path: str = doc(BUILTIN, "'builtin' or a jsonl/csv file with prompt and label (harmful | benign | pseudo_harmful).")
+    path: str = doc(BUILTIN, "'builtin' or a jsonl/csv/json file (or dataset id) with a prompt and a label "
+                             "(harmful | benign | pseudo_harmful).")
     split: str = doc("", "Built-in split: train | heldout ('' = both).")
     labels: list[str] = doc([], "Keep only these labels ([] = all).")
+    prompt_column: str = doc("prompt", "Files: the column holding the prompt (AdvBench: goal; HarmBench: "
+                                       "Behavior; Alpaca: instruction).")
+    label: str = doc("", "Files without a label column: the label of every row (e.g. harmful for AdvBench).")
+    part: str = doc("", "'i/n': keep the i-th of n interleaved parts of the rows, in groups of group_size "
+                        "consecutive rows ('' = all): disjoint training and development parts of one file.")
+    group_size: int = doc(1, "Rows kept together by part (2 for experiments/data/minimal_pairs.jsonl: a pair).")
+    limit: int = doc(0, "Keep the first N rows after the other filters (0 = all).")
 
     def validate(self, prefix: str) -> None:
         _check(bool(self.path), prefix + "path", "must not be empty")
@@ -51,11 +59,18 @@ class PromptSet:
         _check(self.path == BUILTIN or not self.split, prefix + "split", "only applies to path: builtin")
         for i, label in enumerate(self.labels):
             _check(label in LABELS, f"{prefix}labels[{i}]", f"must be one of {LABELS}")
+        _check(self.label in ("",) + LABELS, prefix + "label", f"must be one of {LABELS} or ''")
+        _check(self.group_size >= 1 and self.limit >= 0, prefix + "group_size", "must be >= 1 (and limit >= 0)")
+        if self.part:
+            i, _, n = self.part.partition("/")
+            _check(i.isdigit() and n.isdigit() and int(i) < int(n), prefix + "part", "must be 'i/n' with 0 <= i < n")
 
     @property
     def name(self) -> str:
-        """How the set is named in metrics: ``builtin:heldout[benign,pseudo_harmful]``, a file path."""
+        """How the set is named in metrics: ``builtin:heldout[benign,pseudo_harmful]``, ``FILE(part 0/2)``."""
         base = f"{self.path}:{self.split}" if self.split else self.path
+        base += f" (part {self.part})" if self.part else ""
+        base += f" (first {self.limit})" if self.limit else ""
         return base + (f"[{','.join(self.labels)}]" if self.labels else "")
 
 
@@ -66,8 +81,13 @@ def read_prompt_set(prompt_set: PromptSet) -> list[dict]:
     else:
         if not Path(prompt_set.path).is_file():
             raise FileNotFoundError(f"prompt set {prompt_set.path} not found")
-        rows = [check_labelled_row(raw) for raw in read_rows(prompt_set.path)]
+        rows = [check_labelled_row(raw, prompt_set.prompt_column, prompt_set.label)
+                for raw in read_rows(prompt_set.path)]
+    if prompt_set.part:
+        i, n = (int(x) for x in prompt_set.part.split("/"))
+        rows = [row for index, row in enumerate(rows) if (index // prompt_set.group_size) % n == i]
     rows = [row for row in rows if not prompt_set.labels or row["label"] in prompt_set.labels]
+    rows = rows[:prompt_set.limit] if prompt_set.limit else rows
     if not rows:
         raise ValueError(f"prompt set {prompt_set.name} holds no prompt")
     return rows

@@ -35,7 +35,7 @@ def last_token_states(model, tokenizer, prompts: list[str], batch_size: int = 32
         texts = [render_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(device)
         with torch.no_grad():
-            hidden = model(**batch, output_hidden_states=True).hidden_states
+            hidden = model(**batch, output_hidden_states=True, logits_to_keep=1).hidden_states  # no full-vocab logits
         states.append(torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu())
     return torch.cat(states)
 

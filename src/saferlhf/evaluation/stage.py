@@ -161,6 +161,9 @@ class EvaluateConfig:
     arena: ArenaConfig = doc(ArenaConfig(), "Arena and Elo.")
     controls: list[ControlConfig] = doc([], "Refusal controls to evaluate on every benchmark "
                                               "(saferlhf.evaluation.controls; metrics under controls.<name>).")
+    reference_lines: dict[str, list[float]] = doc({}, "Per benchmark, a measured trade-off line drawn in the controls "
+                                                      "figure: [intercept, slope] of false refusal = intercept + slope "
+                                                      "x harmful compliance (both in %), e.g. the policies' line.")
     training_logs: list[str] = doc([], "log.jsonl files or run folders whose reward/cost/λ curves go in the report.")
     rounds: list[str] = doc([], "Model display names in training-round order (Beaver-v1, v2, ...) for the report.")
     reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
@@ -186,6 +189,8 @@ class EvaluateConfig:
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
         for i, control in enumerate(self.controls):
             control.validate(f"{prefix}controls[{i}].")
+        for bench, line in self.reference_lines.items():
+            _check(len(line) == 2, f"{prefix}reference_lines.{bench}", "must be [intercept, slope]")
         control_names = [c.name for c in self.controls]
         _check(len(set(control_names)) == len(control_names), prefix + "controls", f"names must be unique: {control_names}")
 
@@ -269,7 +274,8 @@ def run(config: EvaluateConfig) -> dict:
         metrics["controls"] = run_controls(config, benchmarks, records, output_dir, detectors, primary)
     metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
                            "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
-                           "models": {m.display_name: m.name_or_path for m in config.models}}
+                           "models": {m.display_name: m.name_or_path for m in config.models},
+                           "reference_lines": config.reference_lines}
     metrics["precision"] = resolve_precision(config.precision)
     metrics["generation_time_s"] = generation_time  # includes model loading; ~0 when every answer was reused
     metrics["wall_time_s"] = time.time() - started

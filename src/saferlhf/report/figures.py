@@ -76,9 +76,10 @@ def tradeoff_figure(overall: dict, detectors: list[str], rounds: list[str] | Non
     return figure
 
 
-def controls_figure(controls: dict, models: dict):
+def controls_figure(controls: dict, models: dict, reference_lines: dict | None = None):
     """``controls[name][benchmark]`` holds a ``curve`` (sweep rows) and the measured rates;
-    ``models[model][benchmark]`` the models' own summaries."""
+    ``models[model][benchmark]`` the models' own summaries; ``reference_lines[benchmark]`` an optional
+    ``[intercept, slope]`` of FRR% = intercept + slope * HC% (the policies' line, docs/pipeline.md), dashed."""
     benchmarks = sorted({b for c in controls.values() for b, v in c.items() if isinstance(v, dict) and "curve" in v})
     if not benchmarks:
         return None
@@ -97,6 +98,13 @@ def controls_figure(controls: dict, models: dict):
             if bench in per_bench and per_bench[bench].get("false_refusal_rate") is not None:
                 axis.plot(per_bench[bench]["false_refusal_rate"], per_bench[bench]["harmful_compliance_rate"], "o",
                           color="black", mfc="white" if j else "black", label=model)
+        if bench in (reference_lines or {}):
+            intercept, slope = reference_lines[bench]
+            hc = [h / 100 for h in range(0, 101)]
+            frr = [(intercept + slope * 100 * h) / 100 for h in hc]
+            keep = [i for i, f in enumerate(frr) if 0 <= f <= 1]
+            axis.plot([frr[i] for i in keep], [hc[i] for i in keep], "--", color="gray",
+                      label=f"reference line: FRR = {intercept:g} {slope:+g} x HC (%)")
         axis.set_xlim(-0.02, 1.02)
         axis.set_ylim(-0.02, 1.02)
         axis.set_xlabel("false-refusal rate")

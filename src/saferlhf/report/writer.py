@@ -134,8 +134,10 @@ def write_report(output_dir, metrics: dict, generations: list[dict], training_lo
     doc.figure(F.tradeoff_figure(overall, detectors, rounds), "tradeoff",
                "Harmful-compliance rate vs false-refusal rate over all prompts, one point per model")
     if metrics.get("controls"):
-        doc.figure(F.controls_figure(metrics["controls"], models), "controls", "Refusal controls: each threshold "
-                   "sweep as a curve, the measured point at the threshold chosen on development prompts as a star")
+        doc.figure(F.controls_figure(metrics["controls"], models, settings.get("reference_lines")), "controls",
+                   "Refusal controls: each threshold "
+                   "sweep as a curve, the measured point at the threshold chosen on development prompts as a star, the "
+                   "models as circles and any reference line (reference_lines) dashed")
     _category_section(doc, models, detectors)
     _patterns_section(doc, overall)
     doc.heading("Reward and cost")

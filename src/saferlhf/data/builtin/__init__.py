@@ -97,16 +97,20 @@ def builtin_prompts(split: str | None = None, label: str | None = None) -> list[
             if (split is None or row["split"] == split) and (label is None or row["label"] == label)]
 
 
-def check_labelled_row(raw) -> dict:
-    """A user prompt row (a :class:`saferlhf.data.readers.RawRow`) with a non-empty ``prompt`` and a ``label`` of
-    :data:`LABELS`; ``ValueError`` naming its ``file:LINE`` and the key otherwise."""
+def check_labelled_row(raw, prompt_column: str = "prompt", label: str = "") -> dict:
+    """A user prompt row (a :class:`saferlhf.data.readers.RawRow`) as ``{"prompt", "label", ...}``: a non-empty
+    string under ``prompt_column`` and a ``label`` of :data:`LABELS` (or the given ``label`` for every row);
+    ``ValueError`` naming its ``file:LINE`` and the key otherwise."""
     if raw.error or not isinstance(raw.row, dict):
         raise ValueError(f"{raw.location}: unreadable prompt row ({raw.error or type(raw.row).__name__})")
-    row = raw.row
-    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-        raise ValueError(f"{raw.location}: key 'prompt' must be a non-empty string, got {row.get('prompt')!r}")
-    if row.get("label") not in LABELS:
-        raise ValueError(f"{raw.location}: key 'label' is {row.get('label')!r}, expected one of {LABELS}")
+    row = dict(raw.row)
+    if not isinstance(row.get(prompt_column), str) or not row[prompt_column].strip():
+        raise ValueError(f"{raw.location}: key {prompt_column!r} must be a non-empty string, "
+                         f"got {row.get(prompt_column)!r}")
+    row["prompt"] = row[prompt_column]
+    row["label"] = label or row.get("label")
+    if row["label"] not in LABELS:
+        raise ValueError(f"{raw.location}: key 'label' is {row['label']!r}, expected one of {LABELS}")
     return row
 
 
