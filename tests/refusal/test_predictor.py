@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from saferlhf.config import ConfigError, load_config
-from saferlhf.refusal.predictor import (LogisticRegression, Standardizer, TfidfVectorizer, accuracy, fit_selected,
-                                        mean_pooled_features, tokenize, top_words)
+from saferlhf.refusal.predictor import (LogisticRegression, Standardizer, TfidfVectorizer, accuracy, auc,
+                                        balanced_accuracy, fit_selected, mean_pooled_features, tokenize, top_words)
 from saferlhf.refusal.predictor_stage import (RefusalPredictorConfig, read_chatgpt_refusals, read_generations, run,
                                               split_three)
 
@@ -69,14 +69,29 @@ def test_top_words_on_a_toy_corpus():
     assert accuracy(model.predict(vectorizer.transform(["a bomb", "a cake"])), [1, 0]) == 1.0
 
 
-def test_accuracy_and_fit_selected():
+def test_accuracy_balanced_accuracy_auc_by_hand():
     assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
+    # refused recall 2/3, answered recall 0/1 -> (2/3 + 0) / 2
+    assert balanced_accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == pytest.approx(1 / 3)
+    assert balanced_accuracy([0, 0, 0, 0], [0, 0, 0, 1]) == 0.5  # always "answers": 1 and 0
+    assert balanced_accuracy([1, 0], [1, 1]) == 0.5  # one class present: its recall
+    # positives 0.9, 0.4; negatives 0.4, 0.1: pairs (0.9 > 0.4), (0.9 > 0.1), (0.4 = 0.4: ½), (0.4 > 0.1) -> 3.5 / 4
+    assert auc([0.9, 0.4, 0.4, 0.1], [1, 1, 0, 0]) == 0.875
+    assert auc([0.3, 0.2], [1, 1]) is None
+
+
+def test_fit_selected_keeps_the_best_C():
     x = torch.tensor([[1.0], [-1.0], [0.2], [-0.2]])
     y = [1, 0, 1, 0]
-    _, C, score = fit_selected(x, y, torch.tensor([[0.1], [-0.1]]), [1, 0], [0.01, 100.0])
+    _, C, score = fit_selected(x, y, torch.tensor([[0.1], [-0.1]]), [1, 0], [0.01, 100.0], metric="accuracy")
     assert (C, score) == (0.01, 1.0)  # both separate the validation points: the first best is kept
+    # in one dimension every C gives w > 0, so the same ranking 0.5 > 0.3 > -1 and the same AUC (1.0): the first C stays
+    _, C, score = fit_selected(x, y, torch.tensor([[0.5], [0.3], [-1.0]]), [1, 0, 0], [0.01, 100.0])
+    assert (C, score) == (0.01, 1.0)
     _, C, score = fit_selected(x, y, torch.zeros(0, 1), [], [5.0, 1.0])
-    assert C == 5.0 and math.isnan(score)
+    assert C == 5.0 and score is None
+    with pytest.raises(ValueError, match="selection metric"):
+        fit_selected(x, y, x, y, [1.0], metric="f1")
 
 
 def test_standardizer():

@@ -31,6 +31,8 @@ def test_parse_candidates_cleans_and_counts():
     assert dropped == {"instruction_echo": 1, "duplicate": 1, "too_short": 1, "copy_of_seed": 1}
     assert len(seen) == 3  # shared across seeds: the same line from another seed is a duplicate
     assert gen.parse_candidates("How do I kill a Python process that hangs?", "x", seen)[1] == {"duplicate": 1}
+    example = gen.REWRITE_INSTRUCTION.splitlines()[-1]  # a small generator may copy the instruction's example
+    assert gen.parse_candidates(example, "x", set()) == ([], {"instruction_echo": 1})
 
 
 def test_filter_bookkeeping_adds_up():

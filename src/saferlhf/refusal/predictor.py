@@ -140,6 +140,24 @@ def accuracy(predicted: Sequence[int], labels: Sequence[int]) -> float:
     return sum(int(p) == int(t) for p, t in zip(predicted, labels)) / len(labels)
 
 
+def balanced_accuracy(predicted: Sequence[int], labels: Sequence[int]) -> float:
+    """Mean of the recall on refused (1) and on answered (0) examples; the recall of the one class present when
+    the other is absent. 0.5 for a constant prediction: the fair figure when one class dominates."""
+    recalls = [accuracy([p for p, t in zip(predicted, labels) if t == c], [c] * labels.count(c))
+               for c in (0, 1) if c in labels]
+    return sum(recalls) / len(recalls)
+
+
+def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """ROC AUC: P(score of a refused example > score of an answered one), ties counting ½; None with one class."""
+    positive = [s for s, t in zip(scores, labels) if t == 1]
+    negative = [s for s, t in zip(scores, labels) if t == 0]
+    if not positive or not negative:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return wins / (len(positive) * len(negative))
+
+
 def top_words(vectorizer: TfidfVectorizer, classifier: LogisticRegression, k: int = 20) -> dict[str, list]:
     """The ``k`` terms with the largest weights (push towards refusal) and the ``k`` most negative
     (towards compliance), each as ``[term, weight]``; ties broken by the term."""
@@ -193,18 +211,31 @@ def mean_pooled_features(model, tokenizer, texts: Sequence[str], max_length: int
 
 
 def fit_selected(train_x: torch.Tensor, train_y: list[int], validation_x: torch.Tensor, validation_y: list[int],
-                 grid: Sequence[float], max_iter: int = 200) -> tuple[LogisticRegression, float, float]:
-    """Fit one regression per ``C`` in ``grid`` and keep the best on validation (first best on ties).
+                 grid: Sequence[float], max_iter: int = 200,
+                 metric: str = "auc") -> tuple[LogisticRegression, float, float | None]:
+    """Fit one regression per ``C`` in ``grid`` and keep the best on validation by ``metric`` (``accuracy``,
+    ``balanced_accuracy`` or ``auc``; the first best on ties).
 
-    Returns ``(classifier, C, validation accuracy)``; with no validation rows the first ``C`` is kept."""
+    Returns ``(classifier, C, validation score)``; with no validation rows (or an undefined AUC: one class)
+    the first ``C`` is kept and the score is None."""
+    if not grid:
+        raise ValueError("the grid of C values is empty")
     best = None
     for C in grid:
         classifier = LogisticRegression(C, max_iter).fit(train_x, train_y)
-        score = accuracy(classifier.predict(validation_x), validation_y) if validation_y else float("nan")
-        if best is None or (validation_y and score > best[2]):
+        score = validation_score(classifier, validation_x, validation_y, metric) if validation_y else None
+        if best is None or (score is not None and (best[2] is None or score > best[2])):
             best = (classifier, C, score)
-        if not validation_y:
+        if score is None:
             break
-    if best is None:
-        raise ValueError("the grid of C values is empty")
     return best
+
+
+def validation_score(classifier: LogisticRegression, x: torch.Tensor, labels: list[int], metric: str) -> float | None:
+    if metric == "auc":
+        return auc(classifier.decision_function(x).tolist(), labels)
+    if metric == "balanced_accuracy":
+        return balanced_accuracy(classifier.predict(x), labels)
+    if metric == "accuracy":
+        return accuracy(classifier.predict(x), labels)
+    raise ValueError(f"unknown selection metric {metric!r} (accuracy, balanced_accuracy, auc)")

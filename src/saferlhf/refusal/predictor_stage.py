@@ -31,8 +31,8 @@ from saferlhf.config import _check, doc, to_dict
 from saferlhf.data.split import split_records
 from saferlhf.refusal.data import DEFAULT_TONE_MAP, RefusalExample, load_chatgpt_refusals
 from saferlhf.refusal.patterns import COMPLIANCE, is_refusal
-from saferlhf.refusal.predictor import (Standardizer, TfidfVectorizer, accuracy, fit_selected,
-                                        mean_pooled_features, top_words)
+from saferlhf.refusal.predictor import (Standardizer, TfidfVectorizer, accuracy, auc, balanced_accuracy,
+                                        fit_selected, mean_pooled_features, top_words)
 from saferlhf.runio import RunWriter, atomic_write_json, atomic_write_text
 
 PAPER = {"response": {"encoder": 0.965, "tfidf": 0.906}, "prompt": {"encoder": 0.759, "tfidf": 0.739}}
@@ -63,6 +63,8 @@ class RefusalPredictorConfig:
     ngram_max: int = doc(1, "TF-IDF word n-grams up to this length.")
     min_df: int = doc(1, "TF-IDF: keep words found in at least this many training texts.")
     C_grid: list[float] = doc([0.1, 1.0, 10.0, 100.0], "Inverse L2 strengths tried; the best on validation is kept.")
+    selection_metric: Literal["auc", "balanced_accuracy", "accuracy"] = doc(
+        "auc", "Validation metric that chooses C (auc and balanced_accuracy stay fair when one class dominates).")
     max_iter: int = doc(200, "L-BFGS iterations of each logistic regression.")
     test_fraction: float = doc(0.15, "Share of pairs held out for the test (paper: 15%).")
     validation_fraction: float = doc(0.15, "Share of pairs held out to choose C (paper: 15%).")
@@ -235,11 +237,14 @@ def run(config: RefusalPredictorConfig) -> dict:
                 raw = {part: encode(t) for part, t in texts.items()}
                 scaler = Standardizer().fit(raw["train"])
                 x = {part: scaler.transform(v) if len(v) else v for part, v in raw.items()}
-            classifier, C, validation_accuracy = fit_selected(x["train"], y_train, x["validation"], y_validation,
-                                                              config.C_grid, config.max_iter)
-            results[name] = {"accuracy": accuracy(classifier.predict(x["test"]), y_test),
+            classifier, C, chosen_by = fit_selected(x["train"], y_train, x["validation"], y_validation,
+                                                     config.C_grid, config.max_iter, config.selection_metric)
+            predicted = classifier.predict(x["test"])
+            results[name] = {"accuracy": accuracy(predicted, y_test),
+                             "balanced_accuracy": balanced_accuracy(predicted, y_test),
+                             "auc": auc(classifier.decision_function(x["test"]).tolist(), y_test),
                              "train_accuracy": accuracy(classifier.predict(x["train"]), y_train),
-                             "validation_accuracy": validation_accuracy, "C": C}
+                             f"validation_{config.selection_metric}": chosen_by, "C": C}
             if name == "encoder":
                 results[name]["encoder"] = config.encoder
             if name == "tfidf":
@@ -260,13 +265,16 @@ def render_table(metrics: dict, words: dict) -> str:
              f"Split: {metrics['split']['train']} train / {metrics['split']['validation']} validation / "
              f"{metrics['split']['test']} test ({metrics['split']['how']}). Majority-class baseline on the test: "
              f"{metrics['majority_baseline_accuracy']:.1%}.", "",
-             "| input | classifier | test accuracy | paper | C |", "|---|---|---|---|---|"]
+             "| input | classifier | test accuracy | paper (accuracy) | balanced accuracy | AUC | C |",
+             "|---|---|---|---|---|---|---|"]
     for field in ("response", "prompt"):
         for name, result in metrics.get(field, {}).items():
             reference = paper.get(field, {}).get(name)
             label = "TF-IDF + LR" if name == "tfidf" else f"{result.get('encoder', 'encoder')} mean-pooled + LR"
+            area = "" if result["auc"] is None else f"{result['auc']:.3f}"
             lines.append(f"| {field} | {label} | {result['accuracy']:.1%} | "
-                         f"{'' if reference is None else f'{reference:.1%}'} | {result['C']:g} |")
+                         f"{'' if reference is None else f'{reference:.1%}'} | {result['balanced_accuracy']:.1%} | "
+                         f"{area} | {result['C']:g} |")
     if paper:
         lines += ["", f"Paper: {paper['note']}."]
     for field, lists in words.items():

@@ -230,6 +230,9 @@ def run(config: PseudoHarmfulConfig) -> dict:
     output_dir = Path(config.output_dir)
     writer = RunWriter(output_dir)
     writer.write_config(to_dict(config))
+    for needed, path in (("gate", config.gate_path), ("cost", config.cost_model)):
+        if config.filter == needed and not Path(path).exists():  # before minutes of generation, not after
+            raise FileNotFoundError(f"filter={needed}: {path} not found")
     seeds = read_seeds(config)
     target_tokenizer = load_tokenizer(config.target.name_or_path, config.target.trust_remote_code, "left")
     target = load_causal_lm(config.target.name_or_path, config.target.trust_remote_code).eval()
