@@ -52,6 +52,18 @@ def test_logistic_regression_stationary_point_by_hand():
     assert model.predict_proba(torch.tensor([[0.0]])).item() == pytest.approx(0.5)
 
 
+def test_balanced_logistic_regression_by_hand():
+    # one refused point at +1, three answered at -1; balanced weights n / (2 n_c) = 2 and 2/3, so each side carries
+    # a total weight of 2: the objective ½w² + 2 log(1 + e^{-(w+b)}) + 2 log(1 + e^{-(w-b)}) is symmetric in b,
+    # so b = 0 and w = 4 σ(−w). Unweighted, the majority pulls the bias below 0.
+    x, y = torch.tensor([[1.0], [-1.0], [-1.0], [-1.0]]), [1, 0, 0, 0]
+    model = LogisticRegression(C=1.0, balanced=True).fit(x, y)
+    w = float(model.weight[0])
+    assert model.bias == pytest.approx(0.0, abs=1e-6)
+    assert w == pytest.approx(4 / (1 + math.exp(w)), abs=1e-6)
+    assert LogisticRegression(C=1.0).fit(x, y).bias < -0.1
+
+
 def test_logistic_regression_rejects_bad_input():
     with pytest.raises(ValueError, match="labels"):
         LogisticRegression().fit(torch.ones(2, 1), [0, 2])

@@ -13,7 +13,10 @@ Two small classifiers, both a logistic regression on a fixed feature map:
 
 **Logistic regression** (scikit-learn's objective with inverse regularisation ``C``):
 
-    min_{w,b}  ½‖w‖² + C Σ_i log(1 + exp(−s_i (w·x_i + b))),    s_i = ±1,
+    min_{w,b}  ½‖w‖² + C Σ_i v_i log(1 + exp(−s_i (w·x_i + b))),    s_i = ±1,
+
+with v_i = 1, or v_i = n / (2 n_{class of i}) when ``balanced`` (scikit-learn's ``class_weight="balanced"``:
+each class weighs the same, so a model that refuses 5% of prompts does not yield an "always answers" rule),
 
 solved in float64 with L-BFGS (strong Wolfe line search); ``p(refuse | x) = σ(w·x + b)``. With the
 TF-IDF features, the words with the largest weights ``w_t`` are those whose presence most raises the
@@ -92,10 +95,10 @@ class TfidfVectorizer:
 class LogisticRegression:
     """Binary L2-regularised logistic regression (module docstring), fitted with L-BFGS in float64."""
 
-    def __init__(self, C: float = 1.0, max_iter: int = 200):
+    def __init__(self, C: float = 1.0, max_iter: int = 200, balanced: bool = False):
         if not (C > 0 and math.isfinite(C)):
             raise ValueError(f"C must be a positive number, got {C}")
-        self.C, self.max_iter = C, max_iter
+        self.C, self.max_iter, self.balanced = C, max_iter, balanced
         self.weight = torch.zeros(0, dtype=torch.float64)
         self.bias = 0.0
 
@@ -106,6 +109,10 @@ class LogisticRegression:
             raise ValueError(f"{x.shape[0]} feature rows but {y.shape[0]} labels")
         if not set(y.tolist()) <= {0.0, 1.0}:
             raise ValueError("labels must be 0 or 1")
+        # balanced: example weights n / (2 n_class), scikit-learn's class_weight="balanced"; else 1
+        counts = {c: int((y == c).sum()) for c in (0.0, 1.0)}
+        example_weights = (torch.tensor([len(y) / (2 * counts[float(t)]) for t in y.tolist()], dtype=torch.float64)
+                           if self.balanced else torch.ones_like(y))
         weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=self.max_iter, tolerance_grad=1e-9,
@@ -115,7 +122,7 @@ class LogisticRegression:
             optimizer.zero_grad()
             logits = x @ weight + bias
             loss = 0.5 * weight.square().sum() + self.C * torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, y, reduction="sum")
+                logits, y, weight=example_weights, reduction="sum")
             loss.backward()
             return loss
 
@@ -211,8 +218,8 @@ def mean_pooled_features(model, tokenizer, texts: Sequence[str], max_length: int
 
 
 def fit_selected(train_x: torch.Tensor, train_y: list[int], validation_x: torch.Tensor, validation_y: list[int],
-                 grid: Sequence[float], max_iter: int = 200,
-                 metric: str = "auc") -> tuple[LogisticRegression, float, float | None]:
+                 grid: Sequence[float], max_iter: int = 200, metric: str = "auc",
+                 balanced: bool = False) -> tuple[LogisticRegression, float, float | None]:
     """Fit one regression per ``C`` in ``grid`` and keep the best on validation by ``metric`` (``accuracy``,
     ``balanced_accuracy`` or ``auc``; the first best on ties).
 
@@ -222,7 +229,7 @@ def fit_selected(train_x: torch.Tensor, train_y: list[int], validation_x: torch.
         raise ValueError("the grid of C values is empty")
     best = None
     for C in grid:
-        classifier = LogisticRegression(C, max_iter).fit(train_x, train_y)
+        classifier = LogisticRegression(C, max_iter, balanced).fit(train_x, train_y)
         score = validation_score(classifier, validation_x, validation_y, metric) if validation_y else None
         if best is None or (score is not None and (best[2] is None or score > best[2])):
             best = (classifier, C, score)

@@ -63,6 +63,8 @@ class RefusalPredictorConfig:
     ngram_max: int = doc(1, "TF-IDF word n-grams up to this length.")
     min_df: int = doc(1, "TF-IDF: keep words found in at least this many training texts.")
     C_grid: list[float] = doc([0.1, 1.0, 10.0, 100.0], "Inverse L2 strengths tried; the best on validation is kept.")
+    balanced: bool = doc(False, "Weigh both classes equally in the regression (class_weight='balanced'); use it for "
+                                "a model that seldom (or nearly always) refuses.")
     selection_metric: Literal["auc", "balanced_accuracy", "accuracy"] = doc(
         "auc", "Validation metric that chooses C (auc and balanced_accuracy stay fair when one class dominates).")
     max_iter: int = doc(200, "L-BFGS iterations of each logistic regression.")
@@ -238,7 +240,8 @@ def run(config: RefusalPredictorConfig) -> dict:
                 scaler = Standardizer().fit(raw["train"])
                 x = {part: scaler.transform(v) if len(v) else v for part, v in raw.items()}
             classifier, C, chosen_by = fit_selected(x["train"], y_train, x["validation"], y_validation,
-                                                     config.C_grid, config.max_iter, config.selection_metric)
+                                                     config.C_grid, config.max_iter, config.selection_metric,
+                                                    config.balanced)
             predicted = classifier.predict(x["test"])
             results[name] = {"accuracy": accuracy(predicted, y_test),
                              "balanced_accuracy": balanced_accuracy(predicted, y_test),
