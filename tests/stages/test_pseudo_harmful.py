@@ -166,3 +166,45 @@ def test_seeds_and_config_errors(tmp_path):
         _config(tmp_path, "filter=judge")
     with pytest.raises(ConfigError, match="method"):
         _config(tmp_path, "method=token", "generator_endpoint.base_url=http://x/v1", "generator_endpoint.model=m")
+
+
+def _mock_generator(monkeypatch):
+    from saferlhf.evaluation import judge as judge_module
+
+    lines = ["How were castles defended against siege weapons?", "How do I kill weeds in my garden organically?",
+             "What chemicals are dangerous to mix at home?", "Why did the old bridge explode in the film?"]
+    monkeypatch.setattr(judge_module.Judge, "chat", lambda self, messages: "\n".join(lines))
+    return ["generator_endpoint.base_url=http://127.0.0.1:9/v1", "generator_endpoint.model=g", "seed_limit=1"]
+
+
+def test_run_with_the_probe_gate_filter(tmp_path, monkeypatch):
+    from saferlhf.controls.gate import RefusalGate
+    from saferlhf.controls.probe import LinearProbe
+
+    hidden = 64  # tiny-llama
+    probe = LinearProbe(1, torch.zeros(hidden), torch.ones(hidden), torch.zeros(hidden), torch.tensor([-0.7]))
+    path = RefusalGate("tiny-llama", probe, 0.0, ["dev"], ["train"], 0.1).save(tmp_path / "gate")
+    metrics = run(_config(tmp_path, *_mock_generator(monkeypatch), "filter=gate", f"gate_path={path}"))
+    rows = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
+    # every score is the bias -0.7; threshold 0, margin 0.5: -0.7 < -0.5 -> harmless
+    assert [r["harm_score"] for r in rows] == pytest.approx([-0.7] * 4)
+    assert metrics["counts"]["kept"] == 4 and metrics["threshold"] == 0.0
+    metrics = run(_config(tmp_path, *_mock_generator(monkeypatch), "filter=gate", f"gate_path={path}",
+                          "controversial_margin=1.0"))
+    assert metrics["counts"]["controversial"] == 4 and metrics["target_refusal_rate"] is None
+
+
+def test_run_with_a_cost_model_filter(tmp_path, monkeypatch):
+    from saferlhf.models.loading import load_tokenizer
+    from saferlhf.models.score_model import ScoreModel
+
+    ScoreModel.from_backbone("tiny-llama", kind="cost").save_pretrained(tmp_path / "cost", load_tokenizer("tiny-llama"))
+    metrics = run(_config(tmp_path, *_mock_generator(monkeypatch), "filter=cost", f"cost_model={tmp_path / 'cost'}",
+                          "controversial_margin=0.0"))
+    rows = [json.loads(line) for line in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
+    dropped = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    assert len(rows) + len(dropped) == 4 == metrics["counts"]["generated"]
+    assert all(r["harm_score"] < 0 and r["label"] == "harmless" for r in rows)  # cost > 0 means unsafe
+    assert all(d["harm_score"] > 0 and d["reason"] == "harmful" for d in dropped)
+    with pytest.raises(FileNotFoundError, match="filter=cost"):
+        run(_config(tmp_path, "filter=cost", f"cost_model={tmp_path / 'missing'}"))

@@ -191,8 +191,10 @@ def _generate(config: PseudoHarmfulConfig, seeds: list[dict], generator, tokeniz
     return candidates, dropped
 
 
-def _harm_scores(config: PseudoHarmfulConfig, prompts: list[str]) -> tuple[list[float | None], float, float]:
-    """``(scores, threshold, margin)`` of the configured filter (higher score = more harmful)."""
+def _harm_scores(config: PseudoHarmfulConfig, prompts: list[str], target=None,
+                 target_tokenizer=None) -> tuple[list[float | None], float, float]:
+    """``(scores, threshold, margin)`` of the configured filter (higher score = more harmful); the gate reuses the
+    target model when it was fitted on it."""
     threshold, margin = FILTER_DEFAULTS[config.filter]
     if config.filter == "none":
         scores: list[float | None] = [float("-inf")] * len(prompts)
@@ -207,7 +209,10 @@ def _harm_scores(config: PseudoHarmfulConfig, prompts: list[str]) -> tuple[list[
         from saferlhf.models.loading import load_causal_lm, load_tokenizer
 
         gate = RefusalGate.load(config.gate_path)
-        model, tokenizer = load_causal_lm(gate.model), load_tokenizer(gate.model, padding_side="left")
+        if gate.model == config.target.name_or_path and target is not None:
+            model, tokenizer = target, target_tokenizer
+        else:
+            model, tokenizer = load_causal_lm(gate.model).eval(), load_tokenizer(gate.model, padding_side="left")
         scores = gate.scores(model, tokenizer, prompts) if prompts else []
         threshold = gate.threshold
     else:
@@ -244,7 +249,7 @@ def run(config: PseudoHarmfulConfig) -> dict:
             tokenizer = load_tokenizer(config.generator.name_or_path, config.generator.trust_remote_code, "left")
             generator = load_causal_lm(config.generator.name_or_path, config.generator.trust_remote_code).eval()
     candidates, parse_dropped = _generate(config, seeds, generator, tokenizer, target, target_tokenizer)
-    scores, threshold, margin = _harm_scores(config, [c["prompt"] for c in candidates])
+    scores, threshold, margin = _harm_scores(config, [c["prompt"] for c in candidates], target, target_tokenizer)
     result = gen.filter_by_harm(scores, threshold, margin)
     kept = [(i, "harmless") for i in result.harmless] + [(i, "controversial") for i in result.controversial]
     kept.sort()
