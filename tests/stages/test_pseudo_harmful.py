@@ -80,10 +80,13 @@ def test_token_level_with_alpha_zero_is_greedy(tiny):
     model, tokenizer = tiny
     text = gen.token_level_prompt(model, tokenizer, model, tokenizer, [10, 11], "knives", max_new_tokens=5,
                                   top_k=4, alpha=0.0)
-    context = tokenizer(gen.TOKEN_LEVEL_INSTRUCTION.format(seed="knives") + " ", return_tensors="pt")["input_ids"]
+    from saferlhf.data.templates import render_prompt
+
+    chat = render_prompt(tokenizer, gen.TOKEN_LEVEL_INSTRUCTION.format(seed="knives"))
+    context = tokenizer(chat, add_special_tokens=False, return_tensors="pt")["input_ids"]
     greedy = model.generate(context, attention_mask=torch.ones_like(context), max_new_tokens=5, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id)[0, context.shape[1]:]
-    expected = tokenizer.decode(greedy, skip_special_tokens=True).split("\n")[0].strip()
+    expected = tokenizer.decode(greedy, skip_special_tokens=True).strip().split("\n")[0].strip()
     assert text == expected
 
 
