@@ -211,3 +211,11 @@ def test_run_with_a_cost_model_filter(tmp_path, monkeypatch):
     assert all(d["harm_score"] > 0 and d["reason"] == "harmful" for d in dropped)
     with pytest.raises(FileNotFoundError, match="filter=cost"):
         run(_config(tmp_path, "filter=cost", f"cost_model={tmp_path / 'missing'}"))
+
+
+def test_replies_per_seed_counts_repeats_as_duplicates(tmp_path, monkeypatch):
+    metrics = run(_config(tmp_path, *_mock_generator(monkeypatch), "replies_per_seed=2"))
+    counts = metrics["counts"]
+    assert (counts["generated"], counts["parsed"], counts["kept"]) == (8, 4, 4)
+    assert counts["dropped"] == {"parse_duplicate": 4, "filter_harmful": 0, "filter_unscored": 0}
+    assert counts["seeds"] == 1

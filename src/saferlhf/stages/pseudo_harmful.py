@@ -84,6 +84,8 @@ class PseudoHarmfulConfig:
                                                            "token-level decoding against the target (local only).")
     candidates_per_seed: int = doc(5, "Prompts asked for per seed (sentence) / decoded per seed (token: attempt j "
                                       "opens with the j-th best first token; at most top_k).")
+    replies_per_seed: int = doc(1, "Sentence level: generator replies sampled per seed (each asked for "
+                                   "candidates_per_seed prompts).")
     temperature: float = doc(0.9, "Generator sampling temperature (sentence level).")
     max_new_tokens: int = doc(200, "Generator tokens per reply (sentence) or per prompt (token: 40 is plenty).")
     top_k: int = doc(8, "Token level: candidates per step.")
@@ -116,7 +118,8 @@ class PseudoHarmfulConfig:
                "token needs a local generator (its next-token log-probabilities)")
         for key in ("seed_limit", "num_threads"):
             _check(getattr(self, key) >= 0, prefix + key, "must be >= 0")
-        for key in ("candidates_per_seed", "max_new_tokens", "top_k", "answer_tokens", "batch_size"):
+        for key in ("candidates_per_seed", "replies_per_seed", "max_new_tokens", "top_k", "answer_tokens",
+                    "batch_size"):
             _check(getattr(self, key) > 0, prefix + key, "must be > 0")
         _check(self.temperature >= 0, prefix + "temperature", "must be >= 0")
         _check(self.controversial_margin is None or self.controversial_margin >= 0, prefix + "controversial_margin",
@@ -154,7 +157,7 @@ def read_seeds(config: PseudoHarmfulConfig) -> list[dict]:
 
 
 def _generate(config: PseudoHarmfulConfig, seeds: list[dict], generator, tokenizer, target, target_tokenizer):
-    """``(candidates [{"prompt", "seed", "category"}], parse drops {reason: count}, replies)``."""
+    """``(candidates [{"prompt", "seed", "category"}], lines left out by the parser {reason: count})``."""
     seen: set[str] = set()
     candidates, dropped = [], {}
 
@@ -177,6 +180,7 @@ def _generate(config: PseudoHarmfulConfig, seeds: list[dict], generator, tokeniz
                 else:
                     dropped["empty"] = dropped.get("empty", 0) + 1
         return candidates, dropped
+    seeds = [row for row in seeds for _ in range(config.replies_per_seed)]
     messages = [gen.instruction(row["seed"], config.candidates_per_seed, row["kind"]) for row in seeds]
     if config.generator_endpoint.base_url:
         client = config.generator_endpoint.client(config.temperature)
