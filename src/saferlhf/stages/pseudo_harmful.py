@@ -301,7 +301,7 @@ def summarize(rows: list[dict], seeds: list[dict], candidates: list[dict], parse
         "counts": {"seeds": len(seeds), "generated": lines, "parsed": len(candidates),
                    "kept": len(harmless), "controversial": len(controversial),
                    "dropped": {**{f"parse_{k}": v for k, v in parse_dropped.items()},
-                               **{f"filter_{k}": v for k, v in filter_dropped.items()}}},
-        "bookkeeping": "generated = kept + controversial + sum(dropped); dropped lines are in dropped.jsonl "
-                       "(filter) or only counted (parse: too short, duplicate, copy of the seed, instruction echo)",
+                               **{f"filter_{k}": v for k, v in filter_dropped.items()}},
+                   "rule": "generated = kept + controversial + sum(dropped); the filter's drops are in dropped.jsonl, "
+                           "the parser's only counted (too short, duplicate, copy of the seed, instruction echo)"},
     }
