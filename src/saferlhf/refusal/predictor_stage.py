@@ -56,7 +56,8 @@ class RefusalPredictorConfig:
                                                     "response (did it refuse?).")
     classifiers: list[str] = doc(["tfidf", "encoder"], "tfidf (bag of words + LR) and/or encoder (mean-pooled "
                                                        "hidden states + LR).")
-    encoder: str = doc("minilm-l6", "Encoder model: built-in name (minilm-l6, smollm2-135m-instruct), hub id or folder.")
+    encoder: str = doc("minilm-l6", "Encoder model: built-in name (minilm-l6, smollm2-135m-instruct), hub id or "
+                                    "folder.")
     encoder_max_length: int = doc(128, "Tokens of each text read by the encoder.")
     encoder_batch_size: int = doc(32, "Texts per encoder batch.")
     encoder_layer: int = doc(-1, "Hidden-state layer that is mean-pooled (-1 = last).")

@@ -157,7 +157,8 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 
 
 def refusal_log_probability(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
-    """(N,) ``log(p_R + ε)``, p_R = Σ_{t∈R} softmax(logits)_t, from (N, V) logits of the target's first answer token."""
+    """(N,) ``log(p_R + ε)``, p_R = Σ_{t∈R} softmax(logits)_t, from the (N, V) logits of the target's first answer
+    token."""
     if not token_ids:
         raise ValueError("no refusal-opening token ids")
     probs = torch.softmax(logits.double(), dim=-1)
