@@ -144,6 +144,8 @@ def test_run_with_endpoint_generator_and_judge(tmp_path, monkeypatch):
     bench = load_benchmark(str(out / "prompts.jsonl"))  # what saferlhf evaluate reads
     assert [p.label for p in bench.prompts] == ["harmless", "controversial", "harmless"]
     assert bench.prompts[0].extra["seed"] == rows[0]["seed"]
+    named = load_benchmark("pseudo-harmful-round-1", str(out / "prompts.jsonl"))  # name + path: the name is shown
+    assert named.name == "pseudo-harmful-round-1" and bench.name == "prompts"
 
 
 def test_run_token_level_local(tmp_path):
