@@ -111,10 +111,11 @@ def test_standardizer():
     assert scaler.transform(torch.tensor([[2.0, 3.0], [3.0, 4.0]])).tolist() == [[0.0, 0.0], [1.0, 1.0]]
 
 
-def test_mean_pooling_ignores_padding():
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama"])  # an encoder and a decoder (SmolLM2's tokenizer)
+def test_mean_pooling_ignores_padding(name):
     from saferlhf.models.loading import load_backbone, load_tokenizer
 
-    tokenizer, model = load_tokenizer("tiny-bert"), load_backbone("tiny-bert")
+    tokenizer, model = load_tokenizer(name), load_backbone(name)
     texts = ["short one", "a much longer text that needs padding on the other one"]
     together = mean_pooled_features(model, tokenizer, texts, batch_size=2)
     alone = mean_pooled_features(model, tokenizer, texts[:1], batch_size=1)
