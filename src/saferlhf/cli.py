@@ -48,6 +48,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                     "harmful-compliance rate against thresholds (HC-RLHF)"),
     "train-refusal-classifier": ("saferlhf.refusal.classifier_stage:RefusalClassifierConfig",
                                  "saferlhf.refusal.classifier_stage:run", "train the learned refusal classifier"),
+    "generate-pseudo-harmful": ("saferlhf.stages.pseudo_harmful:PseudoHarmfulConfig", "saferlhf.stages.pseudo_harmful:run",
+                                "generate prompts that look harmful but are not (OR-Bench / PHTest), filtered by a "
+                                "harm scorer, with the target model's refusal on each"),
+    "refusal-predictor": ("saferlhf.refusal.predictor_stage:RefusalPredictorConfig",
+                          "saferlhf.refusal.predictor_stage:run",
+                          "predict refusal from the prompt (or response): TF-IDF / encoder + logistic regression, "
+                          "top trigger words (Reuter & Schulze 2023)"),
     "env": ("saferlhf.env:EnvConfig", "saferlhf.env:run",
             "what a bug report needs: versions, devices, threads, bf16 support, what precision auto picks"),
     "annotate": ("saferlhf.annotation.stage:AnnotateConfig", "saferlhf.annotation.stage:run",

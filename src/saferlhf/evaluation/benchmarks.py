@@ -93,8 +93,8 @@ def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", p
                          label_column or "harmfulness", category_column, label)
     else:
         source = path or name
-        bench = _generic(Path(source).stem if Path(source).suffix else name, source, prompt_column, label_column,
-                         category_column, label)
+        shown = name if path else (Path(source).stem if Path(source).suffix else name)  # a name given with a path wins
+        bench = _generic(shown, source, prompt_column, label_column, category_column, label)
     if limit:
         bench.prompts = bench.prompts[:limit]
     return bench
