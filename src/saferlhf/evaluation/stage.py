@@ -5,7 +5,8 @@ already in ``generations.jsonl`` with the same settings are reused, so a run can
 resumed without regenerating) -> refusal detectors (rules always, for the patterns; the learned
 classifier when configured) -> reward / cost models -> optional LLM judge -> metrics per model,
 benchmark and category (:mod:`saferlhf.evaluation.metrics`) -> arena and Elo when two or more
-models are compared -> ``metrics.json``, ``generations.jsonl``, ``report.html``, ``report.md``.
+models are compared -> the probing parts (tense reformulations, refusal as abstention, refused / harmful /
+incoherent outcomes: :mod:`saferlhf.evaluation.probing`) -> ``metrics.json``, ``generations.jsonl``, ``report.html``, ``report.md``.
 
 ``metrics.json``: ``{"models": {model: {benchmark: {"harmful_compliance_rate", "false_refusal_rate",
 ..., "detectors": {detector: {...}}, "per_category": {...}}}}, "overall": {model: {...}},
@@ -26,6 +27,8 @@ import torch
 from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
 from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
 from saferlhf.evaluation.controls import ControlConfig
+from saferlhf.evaluation.harm import HarmConfig
+from saferlhf.evaluation.probing import AbstentionConfig, RewriterOptions, validate_reformulation
 from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
 
@@ -161,6 +164,14 @@ class EvaluateConfig:
     arena: ArenaConfig = doc(ArenaConfig(), "Arena and Elo.")
     controls: list[ControlConfig] = doc([], "Refusal controls to evaluate on every benchmark "
                                               "(saferlhf.evaluation.controls; metrics under controls.<name>).")
+    reformulate: list[str] = doc([], "Tenses to rewrite every harmful prompt into: past, future "
+                                      "(metrics under reformulated.<tense>; saferlhf.evaluation.probing).")
+    reformulate_attempts: int = doc(1, "Rewrites per harmful prompt and tense; attack success = any attempt complied with.")
+    reformulate_rewriter: str = doc("templates", "templates | a causal LM (built-in name, hub id, folder) | an "
+                                                 "OpenAI-compatible endpoint URL (http(s)://.../v1).")
+    reformulate_options: RewriterOptions = doc(RewriterOptions(), "Rewriter model settings.")
+    abstention: AbstentionConfig = doc(AbstentionConfig(), "Refusal as abstention: risk-aware payoff, Chow's rule.")
+    harm: HarmConfig = doc(HarmConfig(), "Harmfulness and incoherence of answers (saferlhf.evaluation.harm).")
     training_logs: list[str] = doc([], "log.jsonl files or run folders whose reward/cost/λ curves go in the report.")
     rounds: list[str] = doc([], "Model display names in training-round order (Beaver-v1, v2, ...) for the report.")
     reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
@@ -188,6 +199,11 @@ class EvaluateConfig:
             control.validate(f"{prefix}controls[{i}].")
         control_names = [c.name for c in self.controls]
         _check(len(set(control_names)) == len(control_names), prefix + "controls", f"names must be unique: {control_names}")
+        validate_reformulation(self, prefix)
+        _check(self.harm.source != "cost" or bool(self.scoring.cost_model), prefix + "harm.source",
+               "cost needs scoring.cost_model")
+        _check(self.harm.source != "judge" or (bool(self.judge.base_url) and "harmlessness" in self.judge.aspects),
+               prefix + "harm.source", "judge needs judge.base_url with the harmlessness aspect")
 
 
 def detector_plan(config: RefusalDetectionConfig) -> tuple[list[str], str, str]:
@@ -213,6 +229,8 @@ def detector_plan(config: RefusalDetectionConfig) -> tuple[list[str], str, str]:
 def run(config: EvaluateConfig) -> dict:
     from saferlhf.evaluation import annotate
     from saferlhf.evaluation.arena import run_arena
+    from saferlhf.evaluation.harm import add_outcomes
+    from saferlhf.evaluation.probing import add_probing_metrics, run_reformulation
     from saferlhf.evaluation.metrics import summarize
     from saferlhf.report import write_report
 
@@ -245,7 +263,10 @@ def run(config: EvaluateConfig) -> dict:
     annotate.detect_refusals(records, detectors, config.refusal.classifier_path, config.progress)
     scoring_info = annotate.add_scores(records, config.scoring, config.precision)
     judge_info = annotate.add_judge_scores(records, config.judge, config.progress)
+    harm_info = add_outcomes(records, config.harm, primary, config.progress)
     _save(output_dir, records)
+    reformulated, reformulation_info = (run_reformulation(config, benchmarks, detectors, output_dir)
+                                        if config.reformulate else ([], {}))
 
     by_model: dict[str, list[dict]] = {}
     for record in records:
@@ -255,6 +276,7 @@ def run(config: EvaluateConfig) -> dict:
         metrics["models"][model] = {b.name: summarize([r for r in rows if r["benchmark"] == b.name], detectors, primary)
                                     for b in benchmarks}
         metrics["overall"][model] = summarize(rows, detectors, primary, per_category=False)
+    add_probing_metrics(config, metrics, records, reformulated, primary)
     metrics["benchmarks"] = {b.name: {"source": b.source, "n_prompts": len(b.prompts), "skipped": b.skipped,
                                       "duplicate_prompts": duplicates[b.name],
                                       "n_by_label": {l: sum(p.label == l for p in b.prompts) for l in PROMPT_LABELS}}
@@ -269,6 +291,8 @@ def run(config: EvaluateConfig) -> dict:
         metrics["controls"] = run_controls(config, benchmarks, records, output_dir, detectors, primary)
     metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
                            "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
+                           "harm": harm_info, "reformulation": reformulation_info,
+                           "abstention": to_dict(config.abstention),
                            "models": {m.display_name: m.name_or_path for m in config.models}}
     metrics["precision"] = resolve_precision(config.precision)
     metrics["generation_time_s"] = generation_time  # includes model loading; ~0 when every answer was reused
@@ -278,6 +302,9 @@ def run(config: EvaluateConfig) -> dict:
     print(_summary_text(metrics, detectors), flush=True)
     flat = {f"{m}/{b}/{k}": s[k] for m, bench in metrics["models"].items() for b, s in bench.items()
             for k in ("harmful_compliance_rate", "false_refusal_rate") if s.get(k) is not None}
+    flat.update({f"{m}/{b}/reformulated.{t}.harmful_compliance_rate": r["harmful_compliance_rate"]
+                 for m, bench in metrics["models"].items() for b, s in bench.items()
+                 for t, r in s.get("reformulated", {}).items()})
     return {**flat, **metrics}
 
 
@@ -296,4 +323,8 @@ def _summary_text(metrics: dict, detectors: list[str]) -> str:
                     "–" if rates[k] is None else f"{100 * rates[k]:.1f}%" for k in ("harmful_compliance_rate",
                                                                                     "false_refusal_rate"))))
             lines.append(f"{model + ' / ' + name:40s} " + " ".join(f"{c:>36s}" for c in cells))
+            for tense, r in s.get("reformulated", {}).items():
+                lines.append(f"{'  ' + tense + ' tense':40s} attack success {r['attempts']} attempt(s): "
+                             f"{100 * r['harmful_compliance_rate']:.1f}% (first attempt "
+                             f"{100 * r['harmful_compliance_rate_first_attempt']:.1f}%)")
     return "\n".join(lines)
