@@ -23,6 +23,9 @@ phtest         hub ``furonghuang-lab/PHTest`` (An 2024), columns            ``Ha
                ``Request``, ``Harmfulness``                                 harmless/controversial
 ============== ============================================================ =====================
 
+``rmcbench``, ``civics`` and ``forbidden-science`` are read by :mod:`saferlhf.evaluation.extra_benchmarks`,
+which also computes their own metrics.
+
 Any other name is a csv / jsonl / json file (or a hub id) with a prompt column and optional label
 and category columns. HarmBench contextual behaviours are shown to the model the way HarmBench's
 DirectRequest baseline does: ``"{context}\\n\\n---\\n\\n{behavior}"``.
@@ -68,6 +71,7 @@ class Benchmark:
     prompts: list[BenchmarkPrompt]
     source: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of rows left out
+    kind: str = ""  # rmcbench | civics | forbidden-science: the set has its own metrics (extra_benchmarks)
 
 
 def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", prompt_column: str = "",
@@ -88,6 +92,10 @@ def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", p
         bench = _harmbench(name, path or str(SHARED_DATA / "harmbench" / "harmbench_behaviors_text_all.csv"))
     elif key in ("or-bench", "or-bench-hard-1k", "or-bench-toxic", "or-bench-80k"):
         bench = _or_bench(key, path)
+    elif key in ("rmcbench", "civics", "forbidden-science"):
+        from saferlhf.evaluation.extra_benchmarks import load_extra
+
+        bench = load_extra(key, name, path)
     elif key == "phtest":
         bench = _generic(name, path or "furonghuang-lab/PHTest", prompt_column or "request",
                          label_column or "harmfulness", category_column, label)

@@ -15,6 +15,7 @@ Added to ``metrics.json`` per model and benchmark (beside the usual summary):
   the risk-aware score uses ``abstention.penalty``. Controls (``controls``) with a graded score add
   the full curve under ``controls.<name>.<benchmark>.abstention`` (gate: sigmoid of the probe's harm
   logit; refusal tokens: p([refuse]); the confidence of answering is 1 minus it).
+- ``benchmark_metrics`` for RMCBench, CIVICS and Forbidden Science (:mod:`saferlhf.evaluation.extra_benchmarks`).
 - ``outcomes`` (:mod:`saferlhf.evaluation.harm`): refused / incoherent / harmful / harmless-but-compliant
   shares, with ``settings.harm`` saying how each is decided.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from saferlhf.config import _check, doc
 from saferlhf.evaluation.abstention import abstention_summary
 from saferlhf.evaluation.benchmarks import Benchmark, BenchmarkPrompt
+from saferlhf.evaluation.extra_benchmarks import benchmark_metrics
 from saferlhf.evaluation.harm import outcome_shares
 from saferlhf.evaluation.reformulate import TEMPLATES, TENSES, Rewriter, attack_success
 from saferlhf.refusal.patterns import COMPLIANCE, is_refusal
@@ -163,11 +165,17 @@ def score_abstention(rows: list[dict], p_harmful: list[float], signal: str, prim
                                                    config.chow_rejection_cost, answered)}
 
 
-def add_probing_metrics(config, metrics: dict, records: list[dict], reformulated: list[dict], primary: str) -> None:
-    """Put ``abstention``, ``outcomes`` and ``reformulated`` into ``metrics["models"][model][benchmark]``."""
+def add_probing_metrics(config, metrics: dict, records: list[dict], reformulated: list[dict], primary: str,
+                        benchmarks: list[Benchmark] = ()) -> None:
+    """Put ``abstention``, ``outcomes``, ``reformulated`` and a set's own ``benchmark_metrics``
+    (:mod:`saferlhf.evaluation.extra_benchmarks`) into ``metrics["models"][model][benchmark]``."""
+    by_name = {b.name: b for b in benchmarks}
     for model, benches in metrics["models"].items():
         for bench, summary in benches.items():
             rows = [r for r in records if r["model"] == model and r["benchmark"] == bench]
+            own = benchmark_metrics(by_name[bench], rows, primary) if bench in by_name else None
+            if own is not None:
+                summary["benchmark_metrics"] = own
             abstention = decision_abstention(rows, primary, config.abstention)
             if abstention is not None:
                 summary["abstention"] = abstention

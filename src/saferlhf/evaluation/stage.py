@@ -53,7 +53,7 @@ class BenchmarkConfig:
     """One prompt set: a built-in name or a csv/jsonl/json file (or hub id)."""
 
     name: str = doc("xstest", "xstest | advbench | harmbench | or-bench | or-bench-hard-1k | or-bench-toxic | "
-                              "or-bench-80k | phtest | a file path or hub id.")
+                              "or-bench-80k | phtest | rmcbench | civics | forbidden-science | a file path or hub id.")
     path: str = doc("", "Where to read a built-in set from ('' = ../shared/data/... or its hub id).")
     limit: int = doc(0, "Use only the first N prompts (0 = all); for quick runs.")
     label: str = doc("", "Label every prompt: harmful | harmless | controversial ('' = from the file).")
@@ -276,7 +276,7 @@ def run(config: EvaluateConfig) -> dict:
         metrics["models"][model] = {b.name: summarize([r for r in rows if r["benchmark"] == b.name], detectors, primary)
                                     for b in benchmarks}
         metrics["overall"][model] = summarize(rows, detectors, primary, per_category=False)
-    add_probing_metrics(config, metrics, records, reformulated, primary)
+    add_probing_metrics(config, metrics, records, reformulated, primary, benchmarks)
     metrics["benchmarks"] = {b.name: {"source": b.source, "n_prompts": len(b.prompts), "skipped": b.skipped,
                                       "duplicate_prompts": duplicates[b.name],
                                       "n_by_label": {l: sum(p.label == l for p in b.prompts) for l in PROMPT_LABELS}}

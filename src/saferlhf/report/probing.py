@@ -11,6 +11,7 @@ def probing_sections(doc, metrics: dict, fmt) -> None:
     _reformulation(doc, models, settings.get("reformulation") or {}, fmt)
     _abstention(doc, models, metrics.get("controls") or {}, settings.get("abstention") or {}, fmt)
     _outcomes(doc, models, settings.get("harm") or {}, fmt)
+    _own_metrics(doc, models, fmt)
 
 
 def _reformulation(doc, models: dict, info: dict, fmt) -> None:
@@ -85,3 +86,26 @@ def _outcomes(doc, models: dict, harm: dict, fmt) -> None:
                   + "), else harmless but compliant; unjudged = compliant with no harm verdict.")
     doc.table(["model / benchmark", "harmful prompts", "refused", "harmful", "harmless-but-compliant", "incoherent",
                "unjudged"], rows)
+
+
+def _own_metrics(doc, models: dict, fmt) -> None:
+    rows = []
+    for model, benches in models.items():
+        for bench, s in benches.items():
+            m = s.get("benchmark_metrics")
+            if not m:
+                continue
+            refusal = m.get("malicious_code_refusal_rate", m.get("dual_use_refusal_rate", m.get("refusal_rate")))
+            rows.append([f"{model} / {bench}", str(m.get("n_prompts")), fmt(refusal, "rate"),
+                         fmt(m.get("variant_consistency"), "rate"),
+                         fmt(m.get("language_consistency", m.get("agent_consistency")), "rate")])
+    if not rows:
+        return
+    doc.heading("RMCBench, CIVICS, Forbidden Science")
+    doc.paragraph("Refusal rate: malicious-code refusal (RMCBench), dual-use refusal (Forbidden Science), refusal "
+                  "of value statements (CIVICS). Consistency: CIVICS, the share of statements answered with the "
+                  "same stance across the three wordings, and across the original language and its English "
+                  "translation; Forbidden Science, the share of agents asked several ways that are all refused or "
+                  "all answered (saferlhf.evaluation.extra_benchmarks).")
+    doc.table(["model / benchmark", "prompts", "refusal rate", "consistency (wordings)",
+               "consistency (languages / agents)"], rows)
