@@ -112,3 +112,11 @@ def test_evaluate_reports_a_sets_own_metrics(tmp_path, monkeypatch):
     own = json.loads((out / "metrics.json").read_text())["models"]["tiny-llama"]["forbidden-science"]["benchmark_metrics"]
     assert own["dual_use_refusal_rate"] == 0.5 and own["agent_consistency"] == 0.0
     assert "RMCBench, CIVICS, Forbidden Science" in (out / "report.md").read_text()
+
+
+def test_the_shipped_probing_config_loads():
+    from pathlib import Path
+
+    config = load_config(EvaluateConfig, Path(__file__).resolve().parents[2] / "configs" / "eval-probing.yaml")
+    assert config.reformulate == ["past", "future"] and config.reformulate_attempts == 5
+    assert [b.name for b in config.benchmarks] == ["builtin:heldout:harmful", "harmbench", "xstest"]
