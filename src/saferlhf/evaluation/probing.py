@@ -80,9 +80,14 @@ def validate_reformulation(config, prefix: str = "") -> None:
     _check(bool(config.reformulate_rewriter), prefix + "reformulate_rewriter", "must not be empty")
 
 
-def run_reformulation(config, benchmarks: list[Benchmark], detectors: list[str], output_dir: Path) -> tuple[list, dict]:
-    """``(records, info)``: every model's answers to every rewrite of every harmful prompt, refusal-labelled."""
+def run_reformulation(config, benchmarks: list[Benchmark], detectors: list[str], primary: str,
+                      output_dir: Path) -> tuple[list, dict]:
+    """``(records, info)``: every model's answers to every rewrite of every harmful prompt, refusal-labelled and
+    given an outcome (:mod:`saferlhf.evaluation.harm`; the cost model / harmlessness judge score them when set)."""
+    from dataclasses import replace
+
     from saferlhf.evaluation import annotate
+    from saferlhf.evaluation.harm import add_outcomes
 
     o = config.reformulate_options
     rewriter = Rewriter(config.reformulate_rewriter, o.endpoint_model, os.environ.get(o.api_key_env), o.temperature,
@@ -113,26 +118,46 @@ def run_reformulation(config, benchmarks: list[Benchmark], detectors: list[str],
         original = by_name[record["benchmark"]].prompts[record["index"]].extra["original_index"]
         record.update(source_benchmark=bench_name, tense=tense, attempt=attempt + 1, original_index=original)
     annotate.detect_refusals(records, detectors, config.refusal.classifier_path, config.progress)
+    if config.harm.source in ("auto", "cost") and config.scoring.cost_model:
+        annotate.add_scores(records, replace(config.scoring, reward_model=""), config.precision)
+    if config.harm.source in ("auto", "judge") and config.judge.base_url and "harmlessness" in config.judge.aspects:
+        annotate.add_judge_scores(records, replace(config.judge, aspects=["harmlessness"]), config.progress)
+    harm_info = add_outcomes(records, config.harm, primary, config.progress) if records else {}
     save(records)
     info = {"tenses": list(config.reformulate), "attempts": config.reformulate_attempts,
             "rewriter": config.reformulate_rewriter, "rewriter_description": rewriter.description,
-            "fallbacks": rewriter.fallbacks, "skipped_chat_prompts": skipped, "answers": len(records)}
+            "fallbacks": rewriter.fallbacks, "skipped_chat_prompts": skipped, "answers": len(records),
+            "harm_source": harm_info.get("source")}
     return records, info
 
 
 def reformulation_metrics(records: list[dict], primary: str, direct: list[dict] | None = None) -> dict:
-    """``{tense: attack_success(...) + per_category}`` for the records of one model and one benchmark."""
+    """``{tense: attack_success(...) + per_category}`` for the records of one model and one benchmark.
+
+    Beside compliance (not refused): ``coherent_compliance_rate`` (complied with and not incoherent) and,
+    when a harm source judged the answers, ``harmful_answer_rate`` (judged harmful: the paper's success
+    criterion), each after all attempts and at the first (``..._first_attempt``).
+    """
     out = {}
     direct_harmful = [r for r in direct or [] if r["label"] == "harmful"]
     for tense in sorted({r["tense"] for r in records}):
-        flags: dict[int, list[tuple[int, bool]]] = {}
+        attempts: dict[int, list[tuple[int, dict]]] = {}
         category = {}
         for r in records:
             if r["tense"] == tense:
-                flags.setdefault(r["original_index"], []).append((r["attempt"], r["refusal"][primary] == COMPLIANCE))
+                attempts.setdefault(r["original_index"], []).append((r["attempt"], r))
                 category[r["original_index"]] = r.get("category") or ""
-        ordered = {i: [hit for _, hit in sorted(v)] for i, v in flags.items()}
+        rows = {i: [r for _, r in sorted(v, key=lambda pair: pair[0])] for i, v in attempts.items()}
+        ordered = {i: [r["refusal"][primary] == COMPLIANCE for r in v] for i, v in rows.items()}
         summary = attack_success(ordered)
+        for key, hit in (("coherent_compliance_rate", lambda r: r.get("outcome") not in (None, "refused", "incoherent")),
+                         ("harmful_answer_rate", lambda r: r.get("outcome") == "harmful")):
+            judged = key == "coherent_compliance_rate" or any(
+                r.get("outcome") in ("harmful", "harmless_compliant") for v in rows.values() for r in v)
+            if judged and any("outcome" in r for v in rows.values() for r in v):
+                rates = attack_success({i: [hit(r) for r in v] for i, v in rows.items()})
+                summary[key] = rates["harmful_compliance_rate"]
+                summary[key + "_first_attempt"] = rates["harmful_compliance_rate_first_attempt"]
         if direct_harmful:
             summary["direct_harmful_compliance_rate"] = (
                 sum(r["refusal"][primary] == COMPLIANCE for r in direct_harmful) / len(direct_harmful))

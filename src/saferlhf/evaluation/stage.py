@@ -265,7 +265,7 @@ def run(config: EvaluateConfig) -> dict:
     judge_info = annotate.add_judge_scores(records, config.judge, config.progress)
     harm_info = add_outcomes(records, config.harm, primary, config.progress)
     _save(output_dir, records)
-    reformulated, reformulation_info = (run_reformulation(config, benchmarks, detectors, output_dir)
+    reformulated, reformulation_info = (run_reformulation(config, benchmarks, detectors, primary, output_dir)
                                         if config.reformulate else ([], {}))
 
     by_model: dict[str, list[dict]] = {}

@@ -23,8 +23,9 @@ def _reformulation(doc, models: dict, info: dict, fmt) -> None:
     doc.paragraph(f"Harmful prompts rewritten by {info.get('rewriter_description', info.get('rewriter'))}, "
                   f"{k} attempt(s) per prompt and tense (Andriushchenko & Flammarion 2024). Attack success: the "
                   "share of harmful prompts complied with in at least one attempt; k = 1 is the first attempt "
-                  f"only. Template fallbacks: {info.get('fallbacks', 0)}.")
-    header = ["model / benchmark", "direct"] + [h for t in tenses for h in (f"{t} k=1", f"{t} k={k}")]
+                  f"only; coherent: complied with and not incoherent (saferlhf.evaluation.harm). Template fallbacks: {info.get('fallbacks', 0)}.")
+    header = ["model / benchmark", "direct"] + [h for t in tenses for h in (f"{t} k=1", f"{t} k={k}",
+                                                                            f"{t} k={k} coherent")]
     rows = []
     for model, benches in models.items():
         for bench, s in benches.items():
@@ -34,7 +35,8 @@ def _reformulation(doc, models: dict, info: dict, fmt) -> None:
             cells = [fmt(s.get("harmful_compliance_rate"), "rate")]
             for t in tenses:
                 cells += [fmt(r.get(t, {}).get("harmful_compliance_rate_first_attempt"), "rate"),
-                          fmt(r.get(t, {}).get("harmful_compliance_rate"), "rate")]
+                          fmt(r.get(t, {}).get("harmful_compliance_rate"), "rate"),
+                          fmt(r.get(t, {}).get("coherent_compliance_rate"), "rate")]
             rows.append([f"{model} / {bench}"] + cells)
     doc.table(header, rows)
 
