@@ -111,3 +111,19 @@ def test_sft_adds_past_tense_refusals(tmp_path):
     assert "in the past" in first["prompt"][0]["content"] or "did people" in first["prompt"][0]["content"]
     assert first["completion"][0]["content"].startswith("[refuse]")  # marked as refusals for refusal tokens
     assert past_tense_rows(load_config(SFTStageConfig, overrides=[f"train_data=[{data}]"])) == []
+
+
+def test_ptx_adds_past_tense_refusals(tmp_path):
+    import json
+
+    from saferlhf.config import DataSource
+    from saferlhf.models.loading import load_tokenizer
+    from saferlhf.policy.config import PTXConfig
+    from saferlhf.policy.ptx import load_ptx
+
+    data = tmp_path / "ptx.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "response": f"A{i}."}) + "\n" for i in range(2)))
+    tokenizer = load_tokenizer("tiny-llama")
+    assert len(load_ptx(PTXConfig(data=[DataSource(path=str(data))]), tokenizer, 128)) == 2
+    assert len(load_ptx(PTXConfig(data=[DataSource(path=str(data))], past_tense_refusals=3), tokenizer, 128)) == 5
+    assert len(load_ptx(PTXConfig(past_tense_refusals=4), tokenizer, 128)) == 4
