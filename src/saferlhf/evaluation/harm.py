@@ -171,9 +171,11 @@ def classifier_harm_probabilities(name_or_path: str, prompts: list[str], respons
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from saferlhf.models.loading import inference_device
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval().to(inference_device())
     except (OSError, ValueError) as error:
         raise OSError(f"harm classifier '{name_or_path}' could not be loaded: {error}") from None
     names = {str(v).lower(): int(k) for k, v in (model.config.id2label or {}).items()}
@@ -186,7 +188,7 @@ def classifier_harm_probabilities(name_or_path: str, prompts: list[str], respons
         for start in range(0, len(prompts), batch_size):
             batch = tokenizer(prompts[start:start + batch_size], responses[start:start + batch_size],
                               truncation="longest_first", max_length=max_length, padding=True, return_tensors="pt")
-            logits = model(**batch).logits.float()  # (B, labels)
+            logits = model(**batch.to(model.device)).logits.float()  # (B, labels)
             if logits.shape[-1] == 1:
                 out += torch.sigmoid(logits[:, 0]).tolist()
             else:

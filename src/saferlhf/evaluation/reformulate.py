@@ -192,10 +192,10 @@ class Rewriter:
             self._endpoint = Judge(kind, endpoint_model, api_key, timeout, max_retries, max_tokens=max_new_tokens,
                                    temperature=temperature)
         elif kind != "templates":
-            from saferlhf.models.loading import load_causal_lm, load_tokenizer
+            from saferlhf.models.loading import inference_device, load_causal_lm, load_tokenizer
 
             self._tokenizer = load_tokenizer(kind, padding_side="left")
-            self._model = load_causal_lm(kind)
+            self._model = load_causal_lm(kind).to(inference_device())
 
     @property
     def description(self) -> str:
