@@ -107,7 +107,7 @@ def run_reformulation(config, benchmarks: list[Benchmark], detectors: list[str],
                 rewritten.append(Benchmark(name, [
                     BenchmarkPrompt(text, "harmful", p.category, p.id, p.source, {"original_index": i})
                     for (i, p), text in zip(harmful, texts)], bench.source))
-    rewriter._model = None  # free the local rewriter before the evaluated models load
+    rewriter.close()
     cache = annotate.load_generation_cache([output_dir / REFORMULATED] if config.reuse_generations else [])
     save = (lambda rows: atomic_write_text(output_dir / REFORMULATED,
                                            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)))

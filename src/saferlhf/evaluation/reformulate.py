@@ -197,6 +197,10 @@ class Rewriter:
             self._tokenizer = load_tokenizer(kind, padding_side="left")
             self._model = load_causal_lm(kind).to(inference_device())
 
+    def close(self) -> None:
+        """Free a local rewriter model (before the evaluated models load)."""
+        self._model = self._tokenizer = None
+
     @property
     def description(self) -> str:
         return "written templates" if self.kind == "templates" else f"model {self.kind} (temperature {self.temperature})"
