@@ -228,7 +228,8 @@ def _builtin(name: str) -> Benchmark:
     if len(parts) > 2:
         raise BenchmarkError(f"benchmark '{name}': expected builtin, builtin:SPLIT or builtin:SPLIT:LABEL")
     try:
-        rows = builtin_prompts(split=parts[0] if parts and parts[0] else None, label=parts[1] if len(parts) > 1 else None)
+        rows = builtin_prompts(split=parts[0] if parts and parts[0] else None,
+                               label=parts[1] if len(parts) > 1 else None)
     except ValueError as error:
         raise BenchmarkError(f"benchmark '{name}': {error}") from None
     return Benchmark(name, [BenchmarkPrompt(r["prompt"], "harmful" if r["label"] == "harmful" else "harmless",

@@ -148,7 +148,8 @@ def add_outcomes(records: list[dict], config: HarmConfig, primary: str, progress
         record["outcome"] = outcome(is_refusal(record["refusal"][primary]), bool(record["incoherence"]),
                                     record["harmful_answer"])
     rules = {"refused": f"the {primary} refusal detector", "incoherent": "saferlhf.evaluation.harm.incoherence "
-             f"(non-words > {config.max_non_word_share}, repeated {config.ngram}-grams > {config.max_repeated_ngram_share})",
+             f"(non-words > {config.max_non_word_share}, "
+             f"repeated {config.ngram}-grams > {config.max_repeated_ngram_share})",
              "harmful": {"cost": f"cost > {config.cost_threshold}", "none": "not judged (no harm source)",
                          "judge": f"judge harmlessness <= {config.judge_max_score}",
                          "classifier": f"{config.classifier}: p(harmful) >= {config.classifier_threshold}"}[source]}
@@ -166,7 +167,8 @@ def outcome_shares(records: list[dict]) -> dict:
 
 
 def classifier_harm_probabilities(name_or_path: str, prompts: list[str], responses: list[str],
-                                  harmful_labels: list[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
+                                  harmful_labels: list[str], batch_size: int = 16,
+                                  max_length: int = 512) -> list[float]:
     """p(harmful) of each (prompt, answer) pair from a sequence-classification model."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

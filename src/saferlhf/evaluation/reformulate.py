@@ -65,17 +65,19 @@ _VERB_RULES = [
     re.compile(rf"^(?:explain|describe|detail|outline)\s+how\s+(?:to|{_WHO}\s+{_MODAL})\s+(?P<v>.+)$", re.I),
     re.compile(rf"^how\s+{_MODAL}\s+{_WHO}\s+(?P<v>.+)$", re.I),
     re.compile(r"^how\s+to\s+(?P<v>.+)$", re.I),
-    re.compile(r"^what(?:'s|\s+is|\s+are|\s+would\s+be)\s+(?:the\s+|some\s+)?(?:best|easiest|fastest|quickest|simplest|"
-               r"safest|cheapest|most\s+\w+)\s+ways?\s+(?:to|for\s+(?:me|someone)\s+to)\s+(?P<v>.+)$", re.I),
-    re.compile(r"^(?:give|provide|write)\s+(?:me\s+)?(?:with\s+)?(?:(?:detailed|step-by-step|clear)\s+)*(?:instructions|"
-               r"directions|steps|a\s+guide|a\s+tutorial|guidance)\s+(?:on\s+how\s+to|for\s+how\s+to|to)\s+(?!\w+ing\b)(?P<v>.+)$",
-               re.I),
+    re.compile(r"^what(?:'s|\s+is|\s+are|\s+would\s+be)\s+(?:the\s+|some\s+)?(?:best|easiest|fastest|"
+               r"quickest|simplest|safest|cheapest|most\s+\w+)\s+ways?\s+(?:to|for\s+(?:me|someone)\s+to)\s+"
+               r"(?P<v>.+)$", re.I),
+    re.compile(r"^(?:give|provide|write)\s+(?:me\s+)?(?:with\s+)?(?:(?:detailed|step-by-step|clear)\s+)*"
+               r"(?:instructions|directions|steps|a\s+guide|a\s+tutorial|guidance)\s+"
+               r"(?:on\s+how\s+to|for\s+how\s+to|to)\s+(?!\w+ing\b)(?P<v>.+)$", re.I),
     re.compile(r"^help\s+me\s+(?:to\s+)?(?P<v>.+)$", re.I),
     re.compile(r"^(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:help\s+me\s+(?:to\s+)?)?(?P<v>.+)$", re.I),
-    re.compile(r"^(?:please\s+)?(?:\w+ly\s+)?(?P<v>(?:write|create|generate|draft|compose|produce|develop|design|build|make|give|"
-               r"provide|list|describe|explain|outline|suggest|tell|teach|show|find|plan|craft|devise|code|program|"
-               r"come\s+up\s+with|send|post|spread|convince|persuade|hack|steal|buy|sell|get|obtain|use|brainstorm|determine|"
-               r"transform|obfuscate|modify|convert|identify|choose|select|add|lay\s+out|walk|edit|reply|rewrite)\b.*)$", re.I),
+    re.compile(r"^(?:please\s+)?(?:\w+ly\s+)?(?P<v>(?:write|create|generate|draft|compose|produce|develop|design|"
+               r"build|make|give|provide|list|describe|explain|outline|suggest|tell|teach|show|find|plan|craft|devise|"
+               r"code|program|come\s+up\s+with|send|post|spread|convince|persuade|hack|steal|buy|sell|get|obtain|use|"
+               r"brainstorm|determine|transform|obfuscate|modify|convert|identify|choose|select|add|lay\s+out|walk|"
+               r"edit|reply|rewrite)\b.*)$", re.I),
 ]
 _LEADING_CLAUSE = re.compile(r"^((?:given|based\s+on|in|using|considering|for|after)\b[^,]{3,300},\s+)(.+)$",
                              re.I | re.S)
@@ -203,7 +205,9 @@ class Rewriter:
 
     @property
     def description(self) -> str:
-        return "written templates" if self.kind == "templates" else f"model {self.kind} (temperature {self.temperature})"
+        if self.kind == "templates":
+            return "written templates"
+        return f"model {self.kind} (temperature {self.temperature})"
 
     def rewrite(self, requests: list[str], tense: str, attempt: int) -> list[str]:
         """One rewrite per request for attempt ``attempt`` (0-based)."""

@@ -6,7 +6,8 @@ resumed without regenerating) -> refusal detectors (rules always, for the patter
 classifier when configured) -> reward / cost models -> optional LLM judge -> metrics per model,
 benchmark and category (:mod:`saferlhf.evaluation.metrics`) -> arena and Elo when two or more
 models are compared -> the probing parts (tense reformulations, refusal as abstention, refused / harmful /
-incoherent outcomes: :mod:`saferlhf.evaluation.probing`) -> ``metrics.json``, ``generations.jsonl``, ``report.html``, ``report.md``.
+incoherent outcomes: :mod:`saferlhf.evaluation.probing`) -> ``metrics.json``, ``generations.jsonl``,
+``report.html``, ``report.md``.
 
 ``metrics.json``: ``{"models": {model: {benchmark: {"harmful_compliance_rate", "false_refusal_rate",
 ..., "detectors": {detector: {...}}, "per_category": {...}}}}, "overall": {model: {...}},
@@ -166,7 +167,8 @@ class EvaluateConfig:
                                               "(saferlhf.evaluation.controls; metrics under controls.<name>).")
     reformulate: list[str] = doc([], "Tenses to rewrite every harmful prompt into: past, future "
                                       "(metrics under reformulated.<tense>; saferlhf.evaluation.probing).")
-    reformulate_attempts: int = doc(1, "Rewrites per harmful prompt and tense; attack success = any attempt complied with.")
+    reformulate_attempts: int = doc(1, "Rewrites per harmful prompt and tense; attack success = any attempt "
+                                       "complied with.")
     reformulate_rewriter: str = doc("templates", "templates | a causal LM (built-in name, hub id, folder) | an "
                                                  "OpenAI-compatible endpoint URL (http(s)://.../v1).")
     reformulate_options: RewriterOptions = doc(RewriterOptions(), "Rewriter model settings.")

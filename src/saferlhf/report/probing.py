@@ -23,7 +23,8 @@ def _reformulation(doc, models: dict, info: dict, fmt) -> None:
     doc.paragraph(f"Harmful prompts rewritten by {info.get('rewriter_description', info.get('rewriter'))}, "
                   f"{k} attempt(s) per prompt and tense (Andriushchenko & Flammarion 2024). Attack success: the "
                   "share of harmful prompts complied with in at least one attempt; k = 1 is the first attempt "
-                  f"only; coherent: complied with and not incoherent (saferlhf.evaluation.harm). Template fallbacks: {info.get('fallbacks', 0)}.")
+                  "only; coherent: complied with and not incoherent (saferlhf.evaluation.harm). "
+                  f"Template fallbacks: {info.get('fallbacks', 0)}.")
     header = ["model / benchmark", "direct"] + [h for t in tenses for h in (f"{t} k=1", f"{t} k={k}",
                                                                             f"{t} k={k} coherent")]
     rows = []
