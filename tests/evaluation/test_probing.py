@@ -82,6 +82,7 @@ def test_evaluate_with_reformulations_abstention_and_outcomes(tmp_path, bench, m
     report = (out / "report.md").read_text()
     assert "Past and future tense reformulations" in report and "Refusal as abstention" in report
     assert "refused, harmful, harmless, incoherent" in report
+    assert (out / "figures" / "risk_coverage.png").is_file() and "risk_coverage.png" in report
 
     monkeypatch.setattr(annotate, "generate_responses", lambda *a, **k: pytest.fail("answers should be reused"))
     assert cli.main(["evaluate", f"output_dir={out}", "models=[{name_or_path: tiny-llama, name: tiny}]",

@@ -63,6 +63,35 @@ def _abstention(doc, models: dict, controls: dict, settings: dict, fmt) -> None:
                   f"{1 - settings.get('chow_rejection_cost', 0.5):.2f}; oracle = every decision right.")
     doc.table(["model / benchmark", "coverage", "selective risk", "AURC", "E-AURC", "score (model)",
                "score (risk-aware rule)", "score (Chow)", "score (oracle)"], rows)
+    doc.figure(risk_coverage_figure(models, controls), "risk_coverage", "Risk-coverage curves: share of the answered "
+               "prompts that were harmful vs share answered (a model's own refusals: one step; a control: its score)")
+
+
+def risk_coverage_figure(models: dict, controls: dict):
+    """One panel per benchmark: the ``abstention.curve`` of every model and control, as steps."""
+    from saferlhf.report.figures import _color, plt
+
+    curves: dict[str, list[tuple[str, list]]] = {}
+    for source in (models, {f"control:{k}": v for k, v in controls.items()}):
+        for name, benches in source.items():
+            for bench, s in benches.items():
+                if isinstance(s, dict) and s.get("abstention"):
+                    curves.setdefault(bench, []).append((name, s["abstention"]["curve"]))
+    if not curves:
+        return None
+    figure, axes = plt.subplots(1, len(curves), figsize=(5.6 * len(curves), 4.4), squeeze=False)
+    for axis, (bench, lines) in zip(axes[0], sorted(curves.items())):
+        for i, (name, curve) in enumerate(lines):
+            axis.step([0.0] + [c for c, _ in curve], [curve[0][1]] + [r for _, r in curve], where="pre",
+                      color=_color(i), label=name)
+        axis.set_xlim(0, 1.02)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("coverage (share answered)")
+        axis.set_ylabel("selective risk (harmful among answered)")
+        axis.set_title(bench)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
 
 
 def _abstention_row(label: str, a: dict, fmt) -> list[str]:
