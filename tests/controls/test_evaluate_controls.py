@@ -52,6 +52,9 @@ def test_evaluate_with_a_gate_end_to_end(tmp_path):
     assert strict["threshold"] == -1.0e9 and strict["threshold_chosen_on"] == ["fixed in the config"]
     for key in ("harmful_compliance_rate", "false_refusal_rate", "curve", "refused_by_control_rate"):
         assert key in gate["xstest"]
+    abstention = gate["xstest"]["abstention"]  # the probe's score as a harm probability
+    assert abstention["signal"] == "sigmoid(probe harm logit)" and abstention["n"] == len(XSTEST)
+    assert abstention["excess_aurc"] >= 0 and len(abstention["curve"]) >= 2
     # a threshold below every score refuses everything with the written refusal
     assert strict["xstest"]["refused_by_control_rate"] == 1.0
     assert strict["xstest"]["false_refusal_rate"] == 1.0 and strict["xstest"]["harmful_compliance_rate"] == 0.0

@@ -161,3 +161,15 @@ def test_rows_of_the_wrong_shape_are_named_not_turned_into_text(tmp_path, conten
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(BenchmarkError, match=reason):
         load_benchmark(str(path), label="harmful")
+
+
+def test_builtin_prompt_sets():
+    from saferlhf.evaluation.benchmarks import load_benchmark as load
+
+    harmful = load("builtin:heldout:harmful")
+    assert len(harmful.prompts) == 39 and {p.label for p in harmful.prompts} == {"harmful"}
+    mixed = load("builtin:heldout")
+    assert {p.extra["builtin_label"] for p in mixed.prompts if p.label == "harmless"} == {"benign", "pseudo_harmful"}
+    assert len(load("builtin").prompts) > len(mixed.prompts)
+    with pytest.raises(BenchmarkError, match="split must be one of"):
+        load("builtin:nope")

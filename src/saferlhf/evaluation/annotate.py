@@ -61,7 +61,7 @@ def load_generation_cache(paths: list[Path]) -> dict[tuple, dict]:
 
 def generate_all(config, benchmarks, cache: dict[tuple, dict], save) -> list[dict]:
     """Records for every (model, benchmark, prompt); generates only the answers not in ``cache``."""
-    from saferlhf.models.loading import load_causal_lm, load_tokenizer
+    from saferlhf.models.loading import inference_device, load_causal_lm, load_tokenizer
 
     precision = resolve_precision(config.precision)
     settings = {k: getattr(config.generation, k) for k in GENERATION_KEYS}
@@ -85,7 +85,8 @@ def generate_all(config, benchmarks, cache: dict[tuple, dict], save) -> list[dic
             if todo:
                 if model is None:
                     tokenizer = load_tokenizer(path, model_config.trust_remote_code, padding_side="left")
-                    model = load_causal_lm(path, model_config.trust_remote_code, dtype=torch_dtype(precision))
+                    model = load_causal_lm(path, model_config.trust_remote_code,
+                                           dtype=torch_dtype(precision)).to(inference_device())
                 g = config.generation
                 todo.sort(key=lambda r: -len(r["prompt"]) if isinstance(r["prompt"], str) else 0)
                 chunk = (g.batch_size or LARGEST_AUTO_BATCH) * CHUNK_BATCHES  # save after every chunk

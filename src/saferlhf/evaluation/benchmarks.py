@@ -23,6 +23,11 @@ phtest         hub ``furonghuang-lab/PHTest`` (An 2024), columns            ``Ha
                ``Request``, ``Harmfulness``                                 harmless/controversial
 ============== ============================================================ =====================
 
+``builtin``, ``builtin:SPLIT`` and ``builtin:SPLIT:LABEL`` (e.g. ``builtin:heldout:harmful``) are the
+package's own prompts (benign and pseudo-harmful count as harmless).
+``rmcbench``, ``civics`` and ``forbidden-science`` are read by :mod:`saferlhf.evaluation.extra_benchmarks`,
+which also computes their own metrics.
+
 Any other name is a csv / jsonl / json file (or a hub id) with a prompt column and optional label
 and category columns. HarmBench contextual behaviours are shown to the model the way HarmBench's
 DirectRequest baseline does: ``"{context}\\n\\n---\\n\\n{behavior}"``.
@@ -68,6 +73,7 @@ class Benchmark:
     prompts: list[BenchmarkPrompt]
     source: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count of rows left out
+    kind: str = ""  # rmcbench | civics | forbidden-science: the set has its own metrics (extra_benchmarks)
 
 
 def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", prompt_column: str = "",
@@ -88,6 +94,12 @@ def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", p
         bench = _harmbench(name, path or str(SHARED_DATA / "harmbench" / "harmbench_behaviors_text_all.csv"))
     elif key in ("or-bench", "or-bench-hard-1k", "or-bench-toxic", "or-bench-80k"):
         bench = _or_bench(key, path)
+    elif key == "builtin" or key.startswith("builtin:"):
+        bench = _builtin(name)
+    elif key in ("rmcbench", "civics", "forbidden-science"):
+        from saferlhf.evaluation.extra_benchmarks import load_extra
+
+        bench = load_extra(key, name, path)
     elif key == "phtest":
         bench = _generic(name, path or "furonghuang-lab/PHTest", prompt_column or "request",
                          label_column or "harmfulness", category_column, label)
@@ -205,6 +217,24 @@ def _harmbench(name: str, source: str) -> Benchmark:
         prompts.append(BenchmarkPrompt(text, "harmful", row["SemanticCategory"], row["BehaviorID"], where,
                                        {"functional_category": row["FunctionalCategory"]}))
     return Benchmark(name, prompts, source, skipped)
+
+
+def _builtin(name: str) -> Benchmark:
+    """``builtin[:SPLIT[:LABEL]]``: the package's own prompts (:mod:`saferlhf.data.builtin`); benign and
+    pseudo-harmful prompts are harmless, the category is the built-in one."""
+    from saferlhf.data.builtin import BUILTIN_PROMPTS_PATH, builtin_prompts
+
+    parts = name.split(":")[1:]
+    if len(parts) > 2:
+        raise BenchmarkError(f"benchmark '{name}': expected builtin, builtin:SPLIT or builtin:SPLIT:LABEL")
+    try:
+        rows = builtin_prompts(split=parts[0] if parts and parts[0] else None,
+                               label=parts[1] if len(parts) > 1 else None)
+    except ValueError as error:
+        raise BenchmarkError(f"benchmark '{name}': {error}") from None
+    return Benchmark(name, [BenchmarkPrompt(r["prompt"], "harmful" if r["label"] == "harmful" else "harmless",
+                                            r["category"], r["id"], f"{BUILTIN_PROMPTS_PATH}:{r['id']}",
+                                            {"builtin_label": r["label"]}) for r in rows], str(BUILTIN_PROMPTS_PATH))
 
 
 OR_BENCH_ID = "bench-llm/or-bench"

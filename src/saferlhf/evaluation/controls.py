@@ -13,6 +13,9 @@ threshold, from one forward pass per prompt (:func:`saferlhf.controls.probe.swee
 - ``refusal-tokens``: a model trained with ``saferlhf sft refusal_tokens=...`` (:mod:`saferlhf.controls.tokens`);
   p([refuse]) at the first answer position decides the token forced, then the answer is generated.
   Also reports ``forced_token_obeyed_rate``: answers whose refusal label matches the forced token.
+
+Both add ``abstention`` (:func:`saferlhf.evaluation.probing.score_abstention`): the risk-coverage curve,
+AURC / E-AURC, risk-aware score and Chow's rule of the control's score as a harm probability.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from saferlhf.controls.gate import PromptSet, RefusalGate, fit_gate, read_prompt
 from saferlhf.controls.probe import choose_threshold, sweep
 from saferlhf.controls.tokens import (REFUSE, RefusalTokens, control_probabilities, control_token_ids, forced_tokens,
                                       refusal_scores)
+from saferlhf.evaluation.abstention import sigmoid
+from saferlhf.evaluation.probing import score_abstention
 from saferlhf.refusal.patterns import is_refusal
 from saferlhf.runio import atomic_write_text
 
@@ -109,6 +114,11 @@ def _run_control(config, control: ControlConfig, benchmarks, records, folder: Pa
         summary["curve"] = sweep([r["control_score"] for r in labelled], [r["label"] == "harmful" for r in labelled],
                                  base_refused)
         summary["refused_by_control_rate"] = sum(controlled) / len(rows)
+        p_harmful = [sigmoid(r["control_score"]) if control.kind == "gate" else r["control_score"] for r in rows]
+        abstention = score_abstention(rows, p_harmful, "sigmoid(probe harm logit)" if control.kind == "gate"
+                                      else "p([refuse])", primary, config.abstention)
+        if abstention is not None:
+            summary["abstention"] = abstention
         if control.kind == "refusal-tokens":
             obeyed = [is_refusal(r["refusal"][primary]) == refuse for r, refuse in zip(rows, controlled)]
             summary["forced_token_obeyed_rate"] = sum(obeyed) / len(obeyed)

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saferlhf.data.templates import encode
-from saferlhf.models.loading import load_tokenizer
+from saferlhf.models.loading import inference_device, load_tokenizer
 from saferlhf.models.score_model import ScoreModel
 
 
@@ -47,6 +47,6 @@ def score_with_folder(folder: str, prompts: list, responses: list[str], max_leng
                       batch_size: int = 16, description: str = "score",
                       dtype: torch.dtype = torch.float32) -> tuple[list[float], int]:
     """Load a saved score model folder (weights + tokenizer) in ``dtype`` and score the pairs."""
-    model = ScoreModel.from_pretrained(folder, dtype=dtype)
+    model = ScoreModel.from_pretrained(folder, dtype=dtype).to(inference_device())
     tokenizer = load_tokenizer(folder, padding_side="right")
     return score_pairs(model, tokenizer, prompts, responses, max_length, batch_size, description=description)

@@ -5,7 +5,9 @@ already in ``generations.jsonl`` with the same settings are reused, so a run can
 resumed without regenerating) -> refusal detectors (rules always, for the patterns; the learned
 classifier when configured) -> reward / cost models -> optional LLM judge -> metrics per model,
 benchmark and category (:mod:`saferlhf.evaluation.metrics`) -> arena and Elo when two or more
-models are compared -> ``metrics.json``, ``generations.jsonl``, ``report.html``, ``report.md``.
+models are compared -> the probing parts (tense reformulations, refusal as abstention, refused / harmful /
+incoherent outcomes: :mod:`saferlhf.evaluation.probing`) -> ``metrics.json``, ``generations.jsonl``,
+``report.html``, ``report.md``.
 
 ``metrics.json``: ``{"models": {model: {benchmark: {"harmful_compliance_rate", "false_refusal_rate",
 ..., "detectors": {detector: {...}}, "per_category": {...}}}}, "overall": {model: {...}},
@@ -26,6 +28,8 @@ import torch
 from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
 from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
 from saferlhf.evaluation.controls import ControlConfig
+from saferlhf.evaluation.harm import HarmConfig
+from saferlhf.evaluation.probing import AbstentionConfig, RewriterOptions, validate_reformulation
 from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
 
@@ -50,7 +54,7 @@ class BenchmarkConfig:
     """One prompt set: a built-in name or a csv/jsonl/json file (or hub id)."""
 
     name: str = doc("xstest", "xstest | advbench | harmbench | or-bench | or-bench-hard-1k | or-bench-toxic | "
-                              "or-bench-80k | phtest | a file path or hub id.")
+                              "or-bench-80k | phtest | rmcbench | civics | forbidden-science | a file path or hub id.")
     path: str = doc("", "Where to read a built-in set from ('' = ../shared/data/... or its hub id).")
     limit: int = doc(0, "Use only the first N prompts (0 = all); for quick runs.")
     label: str = doc("", "Label every prompt: harmful | harmless | controversial ('' = from the file).")
@@ -164,6 +168,15 @@ class EvaluateConfig:
     reference_lines: dict[str, list[float]] = doc({}, "Per benchmark, a measured trade-off line drawn in the controls "
                                                       "figure: [intercept, slope] of false refusal = intercept + slope "
                                                       "x harmful compliance (both in %), e.g. the policies' line.")
+    reformulate: list[str] = doc([], "Tenses to rewrite every harmful prompt into: past, future "
+                                      "(metrics under reformulated.<tense>; saferlhf.evaluation.probing).")
+    reformulate_attempts: int = doc(1, "Rewrites per harmful prompt and tense; attack success = any attempt "
+                                       "complied with.")
+    reformulate_rewriter: str = doc("templates", "templates | a causal LM (built-in name, hub id, folder) | an "
+                                                 "OpenAI-compatible endpoint URL (http(s)://.../v1).")
+    reformulate_options: RewriterOptions = doc(RewriterOptions(), "Rewriter model settings.")
+    abstention: AbstentionConfig = doc(AbstentionConfig(), "Refusal as abstention: risk-aware payoff, Chow's rule.")
+    harm: HarmConfig = doc(HarmConfig(), "Harmfulness and incoherence of answers (saferlhf.evaluation.harm).")
     training_logs: list[str] = doc([], "log.jsonl files or run folders whose reward/cost/λ curves go in the report.")
     rounds: list[str] = doc([], "Model display names in training-round order (Beaver-v1, v2, ...) for the report.")
     reuse_generations: bool = doc(True, "Reuse answers in output_dir/generations.jsonl made with the same settings.")
@@ -193,6 +206,11 @@ class EvaluateConfig:
             _check(len(line) == 2, f"{prefix}reference_lines.{bench}", "must be [intercept, slope]")
         control_names = [c.name for c in self.controls]
         _check(len(set(control_names)) == len(control_names), prefix + "controls", f"names must be unique: {control_names}")
+        validate_reformulation(self, prefix)
+        _check(self.harm.source != "cost" or bool(self.scoring.cost_model), prefix + "harm.source",
+               "cost needs scoring.cost_model")
+        _check(self.harm.source != "judge" or (bool(self.judge.base_url) and "harmlessness" in self.judge.aspects),
+               prefix + "harm.source", "judge needs judge.base_url with the harmlessness aspect")
 
 
 def detector_plan(config: RefusalDetectionConfig) -> tuple[list[str], str, str]:
@@ -218,6 +236,8 @@ def detector_plan(config: RefusalDetectionConfig) -> tuple[list[str], str, str]:
 def run(config: EvaluateConfig) -> dict:
     from saferlhf.evaluation import annotate
     from saferlhf.evaluation.arena import run_arena
+    from saferlhf.evaluation.harm import add_outcomes
+    from saferlhf.evaluation.probing import add_probing_metrics, run_reformulation
     from saferlhf.evaluation.metrics import summarize
     from saferlhf.report import write_report
 
@@ -250,7 +270,10 @@ def run(config: EvaluateConfig) -> dict:
     annotate.detect_refusals(records, detectors, config.refusal.classifier_path, config.progress)
     scoring_info = annotate.add_scores(records, config.scoring, config.precision)
     judge_info = annotate.add_judge_scores(records, config.judge, config.progress)
+    harm_info = add_outcomes(records, config.harm, primary, config.progress)
     _save(output_dir, records)
+    reformulated, reformulation_info = (run_reformulation(config, benchmarks, detectors, primary, output_dir)
+                                        if config.reformulate else ([], {}))
 
     by_model: dict[str, list[dict]] = {}
     for record in records:
@@ -260,6 +283,7 @@ def run(config: EvaluateConfig) -> dict:
         metrics["models"][model] = {b.name: summarize([r for r in rows if r["benchmark"] == b.name], detectors, primary)
                                     for b in benchmarks}
         metrics["overall"][model] = summarize(rows, detectors, primary, per_category=False)
+    add_probing_metrics(config, metrics, records, reformulated, primary, benchmarks)
     metrics["benchmarks"] = {b.name: {"source": b.source, "n_prompts": len(b.prompts), "skipped": b.skipped,
                                       "duplicate_prompts": duplicates[b.name],
                                       "n_by_label": {l: sum(p.label == l for p in b.prompts) for l in PROMPT_LABELS}}
@@ -274,6 +298,8 @@ def run(config: EvaluateConfig) -> dict:
         metrics["controls"] = run_controls(config, benchmarks, records, output_dir, detectors, primary)
     metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
                            "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
+                           "harm": harm_info, "reformulation": reformulation_info,
+                           "abstention": to_dict(config.abstention),
                            "models": {m.display_name: m.name_or_path for m in config.models},
                            "reference_lines": config.reference_lines}
     metrics["precision"] = resolve_precision(config.precision)
@@ -284,6 +310,9 @@ def run(config: EvaluateConfig) -> dict:
     print(_summary_text(metrics, detectors), flush=True)
     flat = {f"{m}/{b}/{k}": s[k] for m, bench in metrics["models"].items() for b, s in bench.items()
             for k in ("harmful_compliance_rate", "false_refusal_rate") if s.get(k) is not None}
+    flat.update({f"{m}/{b}/reformulated.{t}.harmful_compliance_rate": r["harmful_compliance_rate"]
+                 for m, bench in metrics["models"].items() for b, s in bench.items()
+                 for t, r in s.get("reformulated", {}).items()})
     return {**flat, **metrics}
 
 
@@ -302,4 +331,8 @@ def _summary_text(metrics: dict, detectors: list[str]) -> str:
                     "–" if rates[k] is None else f"{100 * rates[k]:.1f}%" for k in ("harmful_compliance_rate",
                                                                                     "false_refusal_rate"))))
             lines.append(f"{model + ' / ' + name:40s} " + " ".join(f"{c:>36s}" for c in cells))
+            for tense, r in s.get("reformulated", {}).items():
+                lines.append(f"{'  ' + tense + ' tense':40s} attack success {r['attempts']} attempt(s): "
+                             f"{100 * r['harmful_compliance_rate']:.1f}% (first attempt "
+                             f"{100 * r['harmful_compliance_rate_first_attempt']:.1f}%)")
     return "\n".join(lines)

@@ -41,6 +41,11 @@ def load_causal_lm(name_or_path: str, trust_remote_code: bool = False,
     )
 
 
+def inference_device() -> torch.device:
+    """Where evaluation runs a model: the first CUDA device when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_backbone(name_or_path: str, trust_remote_code: bool = False,
                   dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """The base model without its LM head (``AutoModel``): the trunk of a score model."""

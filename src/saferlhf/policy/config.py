@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.controls.gate import PromptSet
 
 ALGORITHMS = ("ppo-lag", "ppo", "reward-shaping", "critic-free")
 Algorithm = Literal["ppo-lag", "ppo", "reward-shaping", "critic-free"]
@@ -198,9 +199,16 @@ class PTXConfig:
                                      "empty = no PTX term.")
     coeff: float = doc(16.0, "Weight of the PTX loss (reference ptx_coeff).")
     batch_size: int = doc(0, "Supervised rows per update micro-batch (0 = train.batch_size, as the reference).")
+    past_tense_refusals: int = doc(0, "Add N past-tense rewrites of harmful prompts answered with refusals "
+                                      "(Andriushchenko & Flammarion 2024's defence; saferlhf.evaluation.reformulate).")
+    past_tense_prompts: list[PromptSet] = doc([PromptSet(split="train", labels=["harmful"])],
+                                              "Harmful prompts the past-tense refusals are written from.")
 
     def validate(self, prefix: str) -> None:
         _check(self.coeff >= 0, prefix + "coeff", "must be >= 0")
+        _check(self.past_tense_refusals >= 0, prefix + "past_tense_refusals", "must be >= 0")
+        for i, prompt_set in enumerate(self.past_tense_prompts):
+            prompt_set.validate(f"{prefix}past_tense_prompts[{i}].")
         _check(self.batch_size >= 0, prefix + "batch_size", "must be >= 0")
         for i, source in enumerate(self.data):
             source.validate(f"{prefix}data[{i}].")

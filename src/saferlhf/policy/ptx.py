@@ -5,6 +5,8 @@ pairs, answer tokens only. Rows are read as ``saferlhf sft`` reads them
 (:func:`saferlhf.stages.sft.to_conversation`: ``prompt`` + ``response`` columns or ``messages``),
 rendered with the chat template (:func:`saferlhf.data.templates.encode`). Batches are taken in a
 fixed seeded order; the position is part of the checkpoint, so a resumed run sees the same batches.
+``ptx.past_tense_refusals=N`` adds N past-tense refusals, as ``saferlhf sft`` does
+(:func:`saferlhf.stages.sft.past_tense_rows`).
 """
 
 from __future__ import annotations
@@ -19,25 +21,36 @@ from saferlhf.policy.order import EpochOrder
 IGNORE_INDEX = -100
 
 
-def load_ptx_examples(sources: list[DataSource], tokenizer, max_length: int) -> list[tuple[list[int], int]]:
+def load_ptx(ptx, tokenizer, max_length: int) -> list[tuple[list[int], int]]:
+    """The examples of a :class:`saferlhf.policy.config.PTXConfig`: its data plus its past-tense refusals."""
+    from saferlhf.stages.sft import past_tense_rows
+
+    return load_ptx_examples(ptx.data, tokenizer, max_length, past_tense_rows(ptx))
+
+
+def load_ptx_examples(sources: list[DataSource], tokenizer, max_length: int,
+                      extra_rows: list[dict] = ()) -> list[tuple[list[int], int]]:
     """``(input_ids, prompt_length)`` per usable row; rows whose answer does not fit are skipped and counted."""
     from saferlhf.stages.sft import to_conversation
 
-    examples, overlong = [], 0
+    rows = [(row, f"{row.get('source', 'extra')}:{i}") for i, row in enumerate(extra_rows)]
     for source in sources:
         for raw in read_rows(source.path, source.split, source.limit):
             if raw.error or not isinstance(raw.row, dict):
                 raise ValueError(f"{raw.location}: unreadable PTX row ({raw.error or type(raw.row).__name__})")
-            conversation = to_conversation(raw.row, raw.location)
-            encoded = encode(tokenizer, conversation["prompt"], conversation["completion"][0]["content"], max_length)
-            if encoded.overlong:
-                overlong += 1
-                continue
-            examples.append((encoded.input_ids, encoded.prompt_length))
+            rows.append((raw.row, raw.location))
+    examples, overlong = [], 0
+    for row, location in rows:
+        conversation = to_conversation(row, location)
+        encoded = encode(tokenizer, conversation["prompt"], conversation["completion"][0]["content"], max_length)
+        if encoded.overlong:
+            overlong += 1
+            continue
+        examples.append((encoded.input_ids, encoded.prompt_length))
     if overlong:
         print(f"[saferlhf] PTX: skipped {overlong} rows whose answer does not fit in {max_length} tokens", flush=True)
     if not examples:
-        raise ValueError("PTX: no usable supervised row in ptx.data")
+        raise ValueError("PTX: no usable supervised row in ptx.data (or ptx.past_tense_refusals)")
     return examples
 
 

@@ -50,7 +50,7 @@ from saferlhf.policy.divergence import NonFiniteLossError, check_actor, non_fini
 from saferlhf.policy.losses import (clipped_surrogate_loss, clipped_value_loss, entropy_from_logits, gather_log_probs,
                                     masked_mean, sequence_kl)
 from saferlhf.policy.order import EpochOrder
-from saferlhf.policy.ptx import PTXBatches, load_ptx_examples
+from saferlhf.policy.ptx import PTXBatches, load_ptx
 from saferlhf.policy.rollout import Rollout, answer_logits, answer_values, sample_rollout
 from saferlhf.policy.scorers import ScoreModelScorer, make_scorer, same_tokenizer
 from saferlhf.training.distributed import broadcast_from_main, full_parameters
@@ -113,8 +113,8 @@ class PolicyTrainer:
         self.prompt_order = EpochOrder(len(self.prompts), c.train.seed)
         self.eval_sets = self._load_eval_sets()
         self.ptx = None
-        if c.ptx.data and c.ptx.coeff > 0:
-            self.ptx = PTXBatches(load_ptx_examples(c.ptx.data, self.tokenizer, c.data.max_length),
+        if (c.ptx.data or c.ptx.past_tense_refusals) and c.ptx.coeff > 0:
+            self.ptx = PTXBatches(load_ptx(c.ptx, self.tokenizer, c.data.max_length),
                                   c.ptx.batch_size or c.train.batch_size,
                                   self.tokenizer.pad_token_id, c.train.seed, self.accelerator.process_index,
                                   self.accelerator.num_processes)

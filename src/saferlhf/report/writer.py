@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 from saferlhf.report import figures as F
+from saferlhf.report.probing import probing_sections
 from saferlhf.runio import atomic_write_text, read_log
 
 SUMMARY_COLUMNS = [  # (metrics key, column title, kind)
@@ -139,6 +140,7 @@ def write_report(output_dir, metrics: dict, generations: list[dict], training_lo
                    "sweep as a curve, the measured point at the threshold chosen on development prompts as a star, the "
                    "models as circles and any reference line (reference_lines) dashed")
     _category_section(doc, models, detectors)
+    probing_sections(doc, metrics, fmt)
     _patterns_section(doc, overall)
     doc.heading("Reward and cost")
     if not any(g.get("reward") is not None or g.get("cost") is not None for g in generations):

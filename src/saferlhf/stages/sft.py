@@ -11,6 +11,11 @@ Later stages use it for the PTX data.
 trained embeddings (under LoRA too: the new rows only) and ``refusal_tokens.json`` is saved beside
 the model for ``saferlhf evaluate``'s refusal-token control.
 
+``past_tense_refusals=N`` adds N rows that rewrite harmful prompts (``past_tense_prompts``, by default
+the built-in harmful training prompts) into the past tense with a refusal as the answer: the defence of
+Andriushchenko & Flammarion 2024 (:func:`saferlhf.evaluation.reformulate.past_tense_refusal_rows`). Its
+cost in over-refusal is measured with ``saferlhf evaluate`` (docs/probing.md), not assumed.
+
 Input rows (jsonl / json / csv / parquet files or dataset ids, read by :mod:`saferlhf.data.readers`): ``prompt`` + ``response`` (or
 ``completion``) columns, or a ``messages`` column holding a whole conversation.
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.controls.gate import PromptSet
 from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
 from saferlhf.runio import RunWriter
@@ -41,8 +47,16 @@ class SFTStageConfig:
     refusal_tokens: Literal["none", "single", "per-category"] = doc(
         "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
 
+    past_tense_refusals: int = doc(0, "Add N past-tense rewrites of harmful prompts answered with refusals "
+                                      "(Andriushchenko & Flammarion 2024's defence; 0 = none).")
+    past_tense_prompts: list[PromptSet] = doc([PromptSet(split="train", labels=["harmful"])],
+                                              "Harmful prompts the past-tense refusals are written from.")
+
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
+        _check(self.past_tense_refusals >= 0, prefix + "past_tense_refusals", "must be >= 0")
+        for i, prompt_set in enumerate(self.past_tense_prompts):
+            prompt_set.validate(f"{prefix}past_tense_prompts[{i}].")
         _check(len(self.train_data) > 0, prefix + "train_data", "must list at least one file")
         for i, source in enumerate(self.train_data + self.eval_data):
             source.validate(f"{prefix}train_data[{i}].")
@@ -63,11 +77,28 @@ def to_conversation(row: dict, where: str) -> dict:
             "completion": [{"role": "assistant", "content": response}]}
 
 
-def load_sft_dataset(sources: list[DataSource], refusal_tokens: str = "none"):
-    """``(dataset, RefusalTokens or None)``: the conversations, answers marked when ``refusal_tokens`` is not none."""
+def past_tense_rows(config: SFTStageConfig) -> list[dict]:
+    """The ``past_tense_refusals`` rows of the config (harmful prompts of ``past_tense_prompts`` only)."""
+    if not config.past_tense_refusals:
+        return []
+    from saferlhf.controls.gate import read_prompt_set
+    from saferlhf.evaluation.reformulate import past_tense_refusal_rows
+
+    seeds = [row for prompt_set in config.past_tense_prompts for row in read_prompt_set(prompt_set)
+             if row["label"] == "harmful"]
+    return past_tense_refusal_rows(seeds, config.past_tense_refusals)
+
+
+def load_sft_dataset(sources: list[DataSource], refusal_tokens: str = "none", extra_rows: list[dict] | None = None):
+    """``(dataset, RefusalTokens or None)``: the conversations (plus ``extra_rows``, e.g. past-tense refusals),
+    answers marked when ``refusal_tokens`` is not none."""
     from datasets import Dataset
 
     conversations, raw_rows, locations = [], [], []
+    for i, row in enumerate(extra_rows or []):
+        conversations.append(to_conversation(row, f"{row.get('source', 'extra')}:{i}"))
+        raw_rows.append(row)
+        locations.append(f"{row.get('source', 'extra')}:{i}")
     for source in sources:
         for raw in read_rows(source.path, source.split, source.limit):
             if raw.error:
@@ -92,7 +123,8 @@ def run(config: SFTStageConfig) -> dict:
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
-    train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens)
+    extra = past_tense_rows(config)
+    train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens, extra)
     eval_dataset, eval_tokens = (load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data
                                  else (None, None))
     if eval_tokens is not None and not set(eval_tokens.tokens) <= set(tokens.tokens):
@@ -122,7 +154,7 @@ def run(config: SFTStageConfig) -> dict:
     for entry in trainer.state.log_history:
         writer.log(entry.get("step", 0), **{k: v for k, v in entry.items() if k != "step"})
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
-               "num_train_examples": len(train_dataset), **result.metrics}
+               "num_train_examples": len(train_dataset), "past_tense_refusals": len(extra), **result.metrics}
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     if peft_config is None:
