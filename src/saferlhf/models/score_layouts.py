@@ -92,7 +92,7 @@ def detect(folder: Path) -> tuple[str, dict]:
     names = weight_names(folder)
     architecture = (config.get("architectures") or [""])[0]
     if architecture.endswith("ForSequenceClassification"):
-        labels = len(config.get("id2label") or {"0": ""}) if "num_labels" not in config else config["num_labels"]
+        labels = config.get("num_labels") or len(config.get("id2label") or {0: "", 1: ""})  # HF's default: 2
         if labels != 1:
             raise ValueError(f"{folder}/config.json: {architecture} with {labels} labels; a score model has one")
         if "score.weight" not in names:
