@@ -201,7 +201,7 @@ def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int, pr
     from saferlhf.models.precision import torch_dtype
 
     costs, _ = score_with_folder(str(cost_model), [p for p, _ in preferred], [a for _, a in preferred], max_length,
-                                 description="cost threshold", dtype=torch_dtype(precision))
+                                 description="cost threshold", dtype=torch_dtype(precision), kind="cost")
     return float(sum(costs) / len(costs))
 
 

@@ -124,6 +124,9 @@ def run(config: PolicyStageConfig) -> dict:
         metrics.update({f"before/{k}": v for k, v in (state["eval_before"] or {}).items()})
         metrics.update({f"after/{k}": v for k, v in after.items()})
     _save_policy(trainer, output_dir / "policy")
+    canaries = {"reward": getattr(trainer.reward_scorer, "canary", None),
+                **{item.name: getattr(item.scorer, "canary", None) for item in trainer.constraints.items}}
+    metrics["canary"] = {name: result for name, result in canaries.items() if result is not None}
     metrics["run_identity"] = identity  # a later resume recognises this finished run by it
     writer.write_metrics(metrics)
     accelerator.end_training()

@@ -95,7 +95,7 @@ class PolicyTrainer:
             c.actor.name_or_path, c.actor.trust_remote_code, dtype=role_dtype(c.ppo.reference_dtype, self.precision)))
         scorer_args = dict(actor_tokenizer=self.tokenizer, max_length=c.data.max_length, device=self.device)
         self.reward_scorer = make_scorer(c.reward.path, normalize=c.reward.normalize, batch_size=c.reward.batch_size,
-                                         dtype=role_dtype(c.reward.dtype, self.precision), **scorer_args)
+                                         dtype=role_dtype(c.reward.dtype, self.precision), kind="reward", **scorer_args)
         rollout_dtype = role_dtype(c.rollout.precision, self.precision)
         self.generation_copy = None  # made before accelerator.prepare patches the actor's forward
         if c.rollout.backend == "hf" and rollout_dtype != torch.float32 and generation_copy.supported(self.accelerator):
@@ -183,7 +183,7 @@ class PolicyTrainer:
             raise ValueError(f"ppo.critic_backbone={backbone!r} does not share the actor's tokenizer "
                              "(critic values must line up with the actor's tokens)")
         critic = ScoreModel.from_backbone(backbone, kind="reward" if name == "reward" else "cost", pooling="last",
-                                          trust_remote_code=c.actor.trust_remote_code)
+                                          trust_remote_code=c.actor.trust_remote_code, head_bias=True)
         return critic.to(self.device).train()
 
     def _load_eval_sets(self) -> dict[str, list]:
