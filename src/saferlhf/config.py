@@ -84,6 +84,22 @@ class ModelConfig:
 
 
 @dataclass
+class HubConfig:
+    """Upload the saved model folder (with its model card) to the Hugging Face Hub; needs a network and a
+    token (``huggingface-cli login`` or ``HF_TOKEN``)."""
+
+    push_to_hub: bool = doc(False, "Upload the model folder when the stage has saved it.")
+    hub_model_id: str = doc("", "Repository owner/name to create or update (required with push_to_hub).")
+    hub_private: bool = doc(True, "Create the repository as private.")
+
+    def validate(self, prefix: str) -> None:
+        _check(not self.push_to_hub or bool(self.hub_model_id), prefix + "hub_model_id",
+               "must be set (owner/name) when push_to_hub is true")
+        _check(not self.hub_model_id or self.hub_model_id.count("/") == 1, prefix + "hub_model_id",
+               f"must be owner/name, got {self.hub_model_id!r}")
+
+
+@dataclass
 class DataSource:
     """One preference or prompt data source."""
 

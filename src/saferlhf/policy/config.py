@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.config import DataConfig, DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, validate_sections
 
 ALGORITHMS = ("ppo-lag", "ppo", "reward-shaping", "critic-free")
 Algorithm = Literal["ppo-lag", "ppo", "reward-shaping", "critic-free"]
@@ -279,6 +279,7 @@ class PolicyStageConfig:
     train: PolicyTrainConfig = doc(PolicyTrainConfig(), "Actor optimisation, steps, checkpoints.")
     keep_checkpoints: int = doc(1, "Checkpoints kept in output_dir/checkpoints (the newest).")
     output_dir: str = doc("runs/policy", "Folder for the policy, log.jsonl, metrics.json and checkpoints.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     resume: bool = doc(False, "Continue from the newest checkpoint in output_dir (saferlhf train-policy --resume).")
 
     def validate(self, prefix: str) -> None:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
+from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 from saferlhf.training.setup import trainer_arguments
@@ -37,6 +38,7 @@ class SFTStageConfig:
     train: TrainConfig = doc(TrainConfig(epochs=1.0, batch_size=8), "Optimisation.")
     max_length: int = doc(512, "Maximum tokens per example (longer ones are truncated).")
     output_dir: str = doc("runs/sft", "Folder for the model, metrics.json and log.jsonl.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
     refusal_tokens: Literal["none", "single", "per-category"] = doc(
         "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
@@ -133,6 +135,8 @@ def run(config: SFTStageConfig) -> dict:
         tokenizer.save_pretrained(output_dir)
         if tokens is not None:
             tokens.save(output_dir)
+        metrics.update(publish(output_dir, "sft", config.hub, base_model=config.model.name_or_path,
+                               data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
     return metrics
 
