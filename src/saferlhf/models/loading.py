@@ -86,6 +86,11 @@ def load_causal_lm(name_or_path: str, trust_remote_code: bool = False,
         **model_load_kwargs(**options))
 
 
+def causal_lm_for(model_config, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The causal LM a :class:`saferlhf.config.ModelConfig` names, with its loading options."""
+    return load_causal_lm(model_config.name_or_path, model_config.trust_remote_code, dtype, **load_options(model_config))
+
+
 def load_backbone(name_or_path: str, trust_remote_code: bool = False,
                   dtype: torch.dtype = torch.float32, **options) -> torch.nn.Module:
     """The base model without its LM head (``AutoModel``): the trunk of a score model."""
@@ -99,7 +104,10 @@ def apply_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str | None =
     if not lora.enabled:
         return model
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # QLoRA (Dettmers 2023)
 
     targets = lora.target_modules if lora.target_modules == "all-linear" else [
         name.strip() for name in lora.target_modules.split(",") if name.strip()

@@ -33,7 +33,7 @@ from typing import Literal
 from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.loading import load_records
 from saferlhf.data.records import PreferenceRecord, prompt_messages
-from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
+from saferlhf.models.loading import apply_lora, causal_lm_for, load_tokenizer
 from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.stages.ches import drop_highest_ches, labelled
@@ -123,7 +123,7 @@ def run(config: DPOStageConfig) -> dict:
     for step in STEPS[config.objective]:  # fail on missing labels before any training
         labelled(records, PREFERENCE[step])
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
-    model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
+    model = causal_lm_for(config.model)
     metrics = {"objective": config.objective}
     for step in STEPS[config.objective]:
         model, metrics[step] = dpo_step(config, model, tokenizer, records, step, writer)

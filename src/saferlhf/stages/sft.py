@@ -23,7 +23,7 @@ from typing import Literal
 
 from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.readers import read_rows
-from saferlhf.models.loading import load_causal_lm, load_tokenizer
+from saferlhf.models.loading import causal_lm_for, load_tokenizer
 from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
@@ -93,7 +93,7 @@ def run(config: SFTStageConfig) -> dict:
     writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume)
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
-    model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
+    model = causal_lm_for(config.model)
     train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens)
     eval_dataset, eval_tokens = (load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data
                                  else (None, None))
