@@ -45,11 +45,11 @@ def command_line() -> str:
 
 
 def render(kind: str, base_model: str = "", data: list[str] | None = None, metrics: dict | None = None,
-           config: dict | None = None, notes: str = "") -> str:
-    """The card's Markdown text."""
+           config: dict | None = None, notes: str = "", how_to_load: str = "") -> str:
+    """The card's Markdown text (``how_to_load`` overrides the kind's usual loading line)."""
     if kind not in KINDS:
         raise ValueError(f"model card: unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    title, how_to_load = KINDS[kind]
+    title, how_to_load = KINDS[kind][0], how_to_load or KINDS[kind][1]
     from saferlhf import __version__
 
     front = {"library_name": "transformers", "tags": ["saferlhf", "safe-rlhf", kind]}

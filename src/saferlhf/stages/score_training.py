@@ -213,8 +213,10 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     if accelerator.is_main_process:
         metrics["canary"] = canary_check(unwrapped, tokenizer, kind, str(output_dir), config.data.max_length)
         metrics["layout"] = unwrapped.save_pretrained(output_dir, tokenizer)
+        legacy = "saferlhf.models.score_model.ScoreModel.from_pretrained(folder) (mean-pooled encoder: no standard class)"
         metrics.update(publish(output_dir, kind, config.hub, base_model=config.model.name_or_path,
-                               data=[s.path for s in config.data.train], metrics=metrics, config=to_dict(config)))
+                               data=[s.path for s in config.data.train], metrics=metrics, config=to_dict(config),
+                               how_to_load=legacy if metrics["layout"] == "saferlhf-legacy" else ""))
         if scores is not None:
             save_histogram(output_dir / "score_histogram.png", kind, *scores)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
