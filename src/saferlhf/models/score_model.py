@@ -18,7 +18,7 @@ folder always loads without peft.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +44,7 @@ class ScoreConfig:
     score_std: float = 1.0
     base_model: str = ""
     head_bias: bool = True  # False for decoders read at their last token (TRL, OpenRLHF, PKU: bias-free head)
-    layout: str = "saferlhf-legacy"  # the folder layout it was read from (not written back)
+    layout: str = field(default="saferlhf-legacy", compare=False)  # the layout it was read from (not saved)
 
 
 def end_index(attention_mask: torch.Tensor) -> torch.Tensor:
