@@ -82,6 +82,8 @@ class RefusalClassifierConfig:
     def validate(self, prefix: str = "") -> None:
         validate_sections(self, prefix)
         _check(bool(self.train_files), prefix + "train_files", "must name at least one file")
+        _check(not (self.model.attn_implementation or self.model.load_in_4bit or self.model.load_in_8bit),
+               prefix + "model", "attn_implementation / load_in_4bit / load_in_8bit are not used by the classifier")
         _check(0.0 < self.validation_fraction < 1.0, prefix + "validation_fraction", "must be in (0, 1)")
         _check(self.max_length > 8, prefix + "max_length", "must be > 8")
         _check(self.response_tokens == 0 or self.max_length >= self.response_tokens + 16, prefix + "max_length",
