@@ -72,6 +72,9 @@ def test_round_trip_through_auto_model_for_sequence_classification(tmp_path):
 
     loaded = ScoreModel.from_pretrained(tmp_path)
     assert loaded.score_config.kind == "cost" and loaded.score_config.score_mean == 0.25
+    from saferlhf.policy.scorers import same_tokenizer
+
+    assert same_tokenizer(load_tokenizer("tiny-llama"), load_tokenizer(str(tmp_path)))  # rollouts still scored as is
     assert torch.allclose(scores(loaded, hf_tokenizer), ours, atol=1e-5)
 
 
