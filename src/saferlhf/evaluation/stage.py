@@ -270,6 +270,7 @@ def run(config: EvaluateConfig) -> dict:
     metrics["settings"] = {"detectors": detectors, "primary_detector": primary, "detector_notice": notice,
                            "generation": to_dict(config.generation), "scoring": scoring_info, "judge": judge_info,
                            "models": {m.display_name: m.name_or_path for m in config.models}}
+    metrics["canary"] = {key: info["canary"] for key, info in scoring_info.items()}  # sign check of each score model
     metrics["precision"] = resolve_precision(config.precision)
     metrics["generation_time_s"] = generation_time  # includes model loading; ~0 when every answer was reused
     metrics["wall_time_s"] = time.time() - started
