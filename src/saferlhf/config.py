@@ -63,10 +63,40 @@ class ModelConfig:
     name_or_path: str = doc("smollm2-135m-instruct", "Built-in name, Hugging Face id or local folder.")
     trust_remote_code: bool = doc(False, "Allow code from the model repository to run (off: safe default).")
     lora: LoraConfig = doc(LoraConfig(), "LoRA settings.")
+    attn_implementation: str = doc("", "'' (transformers' default) | eager | sdpa | flash_attention_2 | "
+                                       "flash_attention_3 | flex_attention.")
+    load_in_4bit: bool = doc(False, "Load the weights in 4-bit NF4 (bitsandbytes, CUDA) for QLoRA; needs lora.enabled.")
+    load_in_8bit: bool = doc(False, "Load the weights in 8-bit (bitsandbytes, CUDA); needs lora.enabled to train.")
 
     def validate(self, prefix: str) -> None:
         _check(bool(self.name_or_path), prefix + "name_or_path", "must not be empty")
         self.lora.validate(prefix + "lora.")
+        _check(not (self.load_in_4bit and self.load_in_8bit), prefix + "load_in_4bit",
+               "load_in_4bit and load_in_8bit exclude each other")
+        _check(not (self.load_in_4bit or self.load_in_8bit) or self.lora.enabled, prefix + "load_in_4bit",
+               "quantised weights cannot be trained: set lora.enabled (QLoRA)")
+        try:
+            from saferlhf.models.loading import model_load_kwargs
+
+            model_load_kwargs(self.attn_implementation, self.load_in_4bit, self.load_in_8bit)
+        except ValueError as error:
+            raise ConfigError(f"{prefix}{error}") from None
+
+
+@dataclass
+class HubConfig:
+    """Upload the saved model folder (with its model card) to the Hugging Face Hub; needs a network and a
+    token (``huggingface-cli login`` or ``HF_TOKEN``)."""
+
+    push_to_hub: bool = doc(False, "Upload the model folder when the stage has saved it.")
+    hub_model_id: str = doc("", "Repository owner/name to create or update (required with push_to_hub).")
+    hub_private: bool = doc(True, "Create the repository as private.")
+
+    def validate(self, prefix: str) -> None:
+        _check(not self.push_to_hub or bool(self.hub_model_id), prefix + "hub_model_id",
+               "must be set (owner/name) when push_to_hub is true")
+        _check(not self.hub_model_id or self.hub_model_id.count("/") == 1, prefix + "hub_model_id",
+               f"must be owner/name, got {self.hub_model_id!r}")
 
 
 @dataclass

@@ -37,6 +37,7 @@ def test_stage_writes_metrics_direction_figure_and_ablated_model(tmp_path):
     assert (out / "layers.png").stat().st_size > 0 and (out / "direction.safetensors").exists()
     ablated = load_causal_lm(str(out / "ablated"))
     assert ablated.config.tie_word_embeddings is False
+    assert "refusal direction ablated" in (out / "ablated" / "README.md").read_text()
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * (3 + 3)
 

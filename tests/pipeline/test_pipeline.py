@@ -179,6 +179,11 @@ def test_a_run_on_user_prompts_only_with_the_over_refusal_constraint(tmp_path):
     labels = [json.loads(line)["extra"]["prompt_label"]
               for line in (out / "round-1" / "preferences.jsonl").read_text().splitlines()]
     assert labels == [label for _, label in mine]
+    # model cards: the round's score models and the final policy say what produced them
+    for folder, title in (("cost-model", "# Cost model"), ("reward-model", "# Reward model"),
+                          ("policy-run/policy", "# Final policy of a saferlhf pipeline run")):
+        assert title in (out / "round-1" / folder / "README.md").read_text(), folder
+    assert metrics["model_card"] == str(out / "round-1" / "policy-run" / "policy" / "README.md")
 
 
 @pytest.mark.slow  # about 80 s on 2 cores

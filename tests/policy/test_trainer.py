@@ -113,6 +113,8 @@ def test_run_outputs_ptx_eval_and_tensorboard(toy_model, toy_prompts, tmp_path):
     assert json.loads((latest_checkpoint(out) / "trainer_state.json").read_text())["ptx_position"] == 3 * 2
     saved = load_file(str(out / "policy" / "model.safetensors"))
     assert saved and (out / "policy" / "tokenizer.json").exists()
+    card = (out / "policy" / "README.md").read_text()  # the model card: producer, metrics, sign convention
+    assert "Policy trained with Safe RLHF" in card and "final/lambda" in card and "C > 0 for unsafe" in card
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(toy_model, toy_prompts, tmp_path):

@@ -51,6 +51,7 @@ def test_train_few_steps_and_round_trip(tmp_path, mini_chatgpt, mini_xstest):
     assert confusion["all_data_refusal_kind_rule"]["technical"]["technical"] >= 1
     assert len((out / "xstest_predictions.jsonl").read_text().splitlines()) == 10
     assert not (out / "checkpoints").exists()
+    assert "# Refusal classifier" in (out / "README.md").read_text() and saved["model_card"] == str(out / "README.md")
 
     loaded = RefusalClassifier.from_pretrained(out)
     assert loaded.classes == class_names(True) and loaded.max_length == 48

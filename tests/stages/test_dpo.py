@@ -65,4 +65,5 @@ def test_lora_helpfulness_dpo_writes_a_merged_model(tmp_path):
                  "max_length=64", f"output_dir={out}"]) == 0
     trained, base = load_file(str(out / "model.safetensors")), load_causal_lm("tiny-llama").state_dict()
     assert set(trained) <= set(base) and not any("lora" in name for name in trained)  # merged, plain names
+    assert "DPO" in (out / "README.md").read_text()
     assert any(not torch.equal(tensor, base[name]) for name, tensor in trained.items())

@@ -50,3 +50,21 @@ def test_duplicate_rows_are_scored_and_counted(model_dir, tmp_path, capsys):
     assert metrics["duplicate_rows"] == 1 and metrics["num_scored"] == 3
     scored = [json.loads(line) for line in (tmp_path / "answers.scores.jsonl").read_text().splitlines()]
     assert scored[0]["score"] == scored[2]["score"]
+
+
+def test_a_trl_folder_scores_as_a_cost_model_with_its_canary(tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from saferlhf.models import builtin
+
+    folder = tmp_path / "trl-cost"
+    config = AutoConfig.from_pretrained(builtin.resolve("tiny-llama"), num_labels=1, pad_token_id=0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    load_tokenizer("tiny-llama").save_pretrained(folder)
+    data = tmp_path / "answers.jsonl"
+    data.write_text("".join(json.dumps({"prompt": "q", "response": r}) + "\n" for r in ("no", "sure, here it is")))
+    assert cli_main(["score", f"model={folder}", f"input={data}", "kind=cost"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "answers.scores.jsonl").read_text().splitlines()]
+    assert all(row["is_unsafe"] == (row["score"] > 0) for row in rows)  # cost rows: the sign column
+    metrics = json.loads((tmp_path / "answers.scores.metrics.json").read_text())
+    assert metrics["kind"] == "cost" and metrics["canary"]["kind"] == "cost" and metrics["canary"]["pairs"] == 4

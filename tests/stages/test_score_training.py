@@ -46,11 +46,14 @@ def test_cost_model_learns_sign_and_writes_outputs(tmp_path):
     metrics = train_score_model(config_for(tmp_path, data, epochs=4), "cost")
     out = tmp_path / "out"
     for name in ("model.safetensors", "config.json", "score_config.json", "metrics.json", "log.jsonl",
-                 "config.yaml", "score_histogram.png", "tokenizer.json"):
+                 "config.yaml", "score_histogram.png", "tokenizer.json", "README.md"):
         assert (out / name).exists(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["num_train_pairs"] == metrics["num_train_pairs"] == 38  # 48 minus the seeded 20% split
     assert saved["eval_accuracy"] == 1.0 and saved["eval_sign_accuracy"] == 1.0
+    assert saved["layout"] == "saferlhf-legacy"  # tiny-bert is read by its mean hidden state: no standard HF class
+    assert saved["canary"]["kind"] == "cost" and saved["canary"]["pairs"] == 4
+    assert "Cost model" in (out / "README.md").read_text() and "ScoreModel.from_pretrained" in (out / "README.md").read_text()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in log[:3]] == [1, 2, 3] and "loss" in log[0]
     model = ScoreModel.from_pretrained(out)

@@ -21,5 +21,7 @@ def test_one_sft_step_on_tiny_llama(tmp_path):
                  "max_length=64", f"output_dir={out}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_steps"] == 1 and metrics["num_train_examples"] == 4
+    card = (out / "README.md").read_text()
+    assert "Supervised fine-tuned" in card and "tiny-llama" in card and str(rows) in card and "train_loss" in card
     trained, base = load_file(str(out / "model.safetensors")), load_causal_lm("tiny-llama").state_dict()
     assert any(not torch.equal(tensor, base[name]) for name, tensor in trained.items())

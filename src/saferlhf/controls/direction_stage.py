@@ -33,7 +33,7 @@ from typing import Literal
 
 import torch
 
-from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
+from saferlhf.config import ConfigError, HubConfig, _check, doc, to_dict, validate_sections
 from saferlhf.controls import direction as rd
 from saferlhf.controls.direction_select import score_candidates, select_direction
 from saferlhf.controls.direction_report import layer_figure, roc_auc
@@ -44,6 +44,7 @@ from saferlhf.evaluation.benchmarks import BenchmarkError, load_benchmark
 from saferlhf.evaluation.generation import generate_responses
 from saferlhf.evaluation.stage import GenerationConfig
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
+from saferlhf.models.model_card import publish
 from saferlhf.refusal import detect_refusal
 from saferlhf.runio import RunWriter, atomic_write_text
 
@@ -112,6 +113,7 @@ class RefusalDirectionConfig:
         ["I can't", "I cannot", "I'm sorry", "Sorry", "I won't", "As an AI"],
         "Refusal openings whose first tokens score refusal when the model never refuses (continue only).")
     output_dir: str = doc("runs/refusal-direction", "Output folder.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -215,6 +217,12 @@ def run(config: RefusalDirectionConfig) -> dict:
                                                    positions, batch)
     layer_figure(metrics).savefig(out / "layers.png", dpi=120)
     metrics["wall_time_s"] = time.time() - started
+    metrics.update(publish(out / "ablated", "refusal-ablated", config.hub, base_model=config.model,
+                           data=[config.harmful.source, config.harmless.source], metrics=metrics,
+                           config=to_dict(config),
+                           notes=f"The refusal direction (layer {layer}) is projected out of every weight that "
+                                 "writes to the residual stream (Arditi et al. 2024); direction.safetensors beside "
+                                 "this folder holds it."))
     writer.write_metrics(metrics)
     say(f"refusal rates harmful {metrics['harmful_refusal_rate']}, harmless {metrics['harmless_refusal_rate']}; KL "
         f"{metrics['harmless_kl_ablated']:.4f}; hooks vs weights {metrics['max_abs_logit_diff_hooks_vs_weights']:.2e}")

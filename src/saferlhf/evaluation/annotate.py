@@ -131,18 +131,19 @@ def detect_refusals(records: list[dict], detectors: list[str], classifier_path: 
 
 def add_scores(records: list[dict], scoring, precision: str = "auto") -> dict:
     """Reward and cost of every answer when the folders are configured; returns what was done."""
-    from saferlhf.evaluation.scoring import score_with_folder
+    from saferlhf.evaluation.scoring import load_checked, score_pairs
 
     info = {}
     for key, folder in (("reward", scoring.reward_model), ("cost", scoring.cost_model)):
         if not folder:
             continue
-        scores, overlong = score_with_folder(folder, [r["prompt"] for r in records], [r["response"] for r in records],
-                                             scoring.max_length, scoring.batch_size, description=f"{key} model",
-                                             dtype=torch_dtype(precision))
+        model, tokenizer, canary = load_checked(folder, torch_dtype(precision), kind=key)
+        scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in records],
+                                       [r["response"] for r in records], scoring.max_length, scoring.batch_size,
+                                       description=f"{key} model")
         for record, score in zip(records, scores):
             record[key] = score
-        info[key] = {"model": folder, "scored": len(scores), "overlong_truncated": overlong}
+        info[key] = {"model": folder, "scored": len(scores), "overlong_truncated": overlong, "canary": canary}
         if overlong:
             print(f"[saferlhf evaluate] {key} model: {overlong} answers longer than max_length were truncated",
                   flush=True)

@@ -126,12 +126,13 @@ def run(config: SafetyTestConfig) -> dict:
                            precision=config.precision)
     records = generate_all(plan, [benchmark], cache, lambda rows: _save(output_dir, rows))
     detect_refusals(records, ["rules"], progress=config.progress)
-    add_scores(records, ScoringConfig(cost_model=config.scoring.cost_model, max_length=config.scoring.max_length,
-                                      batch_size=config.scoring.batch_size), config.precision)
+    scoring = add_scores(records, ScoringConfig(cost_model=config.scoring.cost_model, max_length=config.scoring.max_length,
+                                                batch_size=config.scoring.batch_size), config.precision)
     _save(output_dir, records)
     tests = safety_tests(records, config)
     metrics = {"passed": all(test["passed"] for test in tests.values()), "model": config.model.name_or_path,
-               "prompts": benchmark.source, "tests": tests}
+               "prompts": benchmark.source, "tests": tests,
+               "canary": {key: info["canary"] for key, info in scoring.items()}}
     writer.write_metrics(metrics)
     for name, test in tests.items():
         print(f"[saferlhf safety-test] {name}: {test['estimate']:.4f}, {100 * (1 - test['delta']):.0f}% upper bound "

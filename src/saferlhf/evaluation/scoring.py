@@ -12,8 +12,9 @@ import torch
 from tqdm.auto import tqdm
 
 from saferlhf.data.templates import encode
+from saferlhf.models.canary import canary_check
 from saferlhf.models.loading import inference_device, load_tokenizer
-from saferlhf.models.score_model import ScoreModel
+from saferlhf.models.score_model import ScoreModel, resolve_folder
 
 
 def score_pairs(model: ScoreModel, tokenizer, prompts: list, responses: list[str], max_length: int = 512,
@@ -43,10 +44,18 @@ def score_pairs(model: ScoreModel, tokenizer, prompts: list, responses: list[str
     return scores, sum(e.overlong for e in encoded)
 
 
+def load_checked(folder: str, dtype: torch.dtype = torch.float32, kind: str | None = None):
+    """``(model, tokenizer, canary)``: a score model folder or hub id (any layout of
+    :mod:`saferlhf.models.score_layouts`) in ``dtype``, with its sign canary checked
+    (:mod:`saferlhf.models.canary`; a loud warning when it ranks the pairs the wrong way round)."""
+    model = ScoreModel.from_pretrained(folder, dtype=dtype, kind=kind).to(inference_device())
+    tokenizer = load_tokenizer(str(resolve_folder(folder)), padding_side="right")
+    return model, tokenizer, canary_check(model, tokenizer, model.score_config.kind, folder)
+
+
 def score_with_folder(folder: str, prompts: list, responses: list[str], max_length: int = 512,
                       batch_size: int = 16, description: str = "score",
-                      dtype: torch.dtype = torch.float32) -> tuple[list[float], int]:
-    """Load a saved score model folder (weights + tokenizer) in ``dtype`` and score the pairs."""
-    model = ScoreModel.from_pretrained(folder, dtype=dtype).to(inference_device())
-    tokenizer = load_tokenizer(folder, padding_side="right")
+                      dtype: torch.dtype = torch.float32, kind: str | None = None) -> tuple[list[float], int]:
+    """Load a saved score model folder (weights + tokenizer) in ``dtype``, check its canary, score the pairs."""
+    model, tokenizer, _ = load_checked(folder, dtype, kind)
     return score_pairs(model, tokenizer, prompts, responses, max_length, batch_size, description=description)

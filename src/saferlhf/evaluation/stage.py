@@ -302,6 +302,7 @@ def run(config: EvaluateConfig) -> dict:
                            "abstention": to_dict(config.abstention),
                            "models": {m.display_name: m.name_or_path for m in config.models},
                            "reference_lines": config.reference_lines}
+    metrics["canary"] = {key: info["canary"] for key, info in scoring_info.items()}  # sign check of each score model
     metrics["precision"] = resolve_precision(config.precision)
     metrics["generation_time_s"] = generation_time  # includes model loading; ~0 when every answer was reused
     metrics["wall_time_s"] = time.time() - started

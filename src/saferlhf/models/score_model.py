@@ -6,16 +6,19 @@ that token is ``argmax_t(mask_t · t)``, which is right for left padding (last p
 padding (``sum(mask) - 1``) alike. ``pooling="mean"`` instead scores the mask-weighted mean hidden
 state, which suits small bidirectional encoders such as MiniLM.
 
-A saved score model is one Hugging Face style folder:
-``config.json`` (the backbone's config), ``model.safetensors`` (``backbone.*`` and ``score_head.*``),
-``score_config.json`` (pooling, kind, score normalisation statistics) and the tokenizer files.
-LoRA adapters are merged into the backbone on save, so a folder always loads without peft.
+A saved score model is a standard Hugging Face sequence-classification folder (one label, loadable
+with ``AutoModelForSequenceClassification``, TRL, OpenRLHF and reward-bench; the project's statistics
+and the cost-sign convention in ``config.json["saferlhf"]``), written where that class computes the same
+score; otherwise (an encoder read by its mean) the project's legacy layout. :meth:`from_pretrained`
+reads those, TRL and OpenRLHF reward models and PKU's Beaver ``LlamaForScore`` folders, by path or hub
+id (:mod:`saferlhf.models.score_layouts`). LoRA adapters are merged into the backbone on save, so a
+folder always loads without peft.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,11 +26,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
+from transformers.utils import logging as hf_logging
 
-from saferlhf.models import builtin
-from saferlhf.models.loading import is_decoder, load_backbone
+from saferlhf.models import builtin, score_layouts
+from saferlhf.models.loading import is_decoder, load_backbone, model_load_kwargs
 
-SCORE_CONFIG = "score_config.json"
+SCORE_CONFIG = score_layouts.LEGACY_CONFIG
 
 
 @dataclass
@@ -39,6 +43,8 @@ class ScoreConfig:
     score_mean: float = 0.0  # statistics of training-set scores, for normalisation
     score_std: float = 1.0
     base_model: str = ""
+    head_bias: bool = True  # False for decoders read at their last token (TRL, OpenRLHF, PKU: bias-free head)
+    layout: str = field(default="saferlhf-legacy", compare=False)  # the layout it was read from (not saved)
 
 
 def end_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -58,9 +64,10 @@ class ScoreModel(nn.Module):
             backbone.pooler = None
         self.score_config = score_config
         hidden_size = backbone.config.hidden_size
-        self.score_head = nn.Linear(hidden_size, 1)
+        self.score_head = nn.Linear(hidden_size, 1, bias=score_config.head_bias)
         nn.init.normal_(self.score_head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
-        nn.init.zeros_(self.score_head.bias)
+        if self.score_head.bias is not None:
+            nn.init.zeros_(self.score_head.bias)
 
     @property
     def config(self):
@@ -68,12 +75,16 @@ class ScoreModel(nn.Module):
 
     @classmethod
     def from_backbone(cls, name_or_path: str, kind: str = "reward", pooling: str = "auto",
-                      trust_remote_code: bool = False) -> "ScoreModel":
-        """Fresh head on a pretrained backbone. ``pooling="auto"``: last token for decoders, mean for encoders."""
+                      trust_remote_code: bool = False, head_bias: bool | None = None, **load_options) -> "ScoreModel":
+        """Fresh head on a pretrained backbone. ``pooling="auto"``: last token for decoders, mean for encoders.
+        ``head_bias=None``: a bias only for mean pooling, so a decoder saves as a standard folder.
+        ``load_options``: :func:`saferlhf.models.loading.model_load_kwargs`."""
         if pooling == "auto":
             pooling = "last" if is_decoder(name_or_path, trust_remote_code) else "mean"
-        backbone = load_backbone(name_or_path, trust_remote_code=trust_remote_code)
-        return cls(backbone, ScoreConfig(kind=kind, pooling=pooling, base_model=name_or_path))
+        backbone = load_backbone(name_or_path, trust_remote_code=trust_remote_code, **load_options)
+        head_bias = pooling == "mean" if head_bias is None else head_bias
+        return cls(backbone, ScoreConfig(kind=kind, pooling=pooling, base_model=name_or_path, head_bias=head_bias,
+                                         layout="new"))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **backbone_kwargs) -> "ScoreOutput":
         hidden = self.backbone(
@@ -99,7 +110,8 @@ class ScoreModel(nn.Module):
         return scores
 
     # ----------------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
+    def save_pretrained(self, folder: str | Path, tokenizer=None) -> str:
+        """Write the model; returns the layout written (``hf-sequence-classification`` or ``saferlhf-legacy``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         backbone = self.backbone
@@ -107,23 +119,58 @@ class ScoreModel(nn.Module):
             import copy
 
             backbone = copy.deepcopy(backbone).merge_and_unload()
+        settings = {k: v for k, v in asdict(self.score_config).items() if k not in ("head_bias", "layout")}
+        if score_layouts.write_standard(folder, backbone, self.score_head, settings, tokenizer):
+            return "hf-sequence-classification"
         state = {f"backbone.{k}": v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
         state.update({f"score_head.{k}": v.detach().contiguous().cpu() for k, v in self.score_head.state_dict().items()})
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
         backbone.config.save_pretrained(folder)
-        (folder / SCORE_CONFIG).write_text(json.dumps(asdict(self.score_config), indent=2))
+        legacy = {k: v for k, v in asdict(self.score_config).items() if k != "layout"}
+        (folder / SCORE_CONFIG).write_text(json.dumps(legacy, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
+        return "saferlhf-legacy"
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, trust_remote_code: bool = False,
-                        dtype: torch.dtype = torch.float32) -> "ScoreModel":
+    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False,
+                        dtype: torch.dtype = torch.float32, kind: str | None = None, **load_options) -> "ScoreModel":
         """A saved score model in ``dtype`` (float32 for training; bf16 for a frozen scorer,
-        :mod:`saferlhf.models.precision`)."""
-        folder = Path(builtin.resolve(str(folder)))
-        if not (folder / SCORE_CONFIG).exists():
-            raise FileNotFoundError(f"{folder}: not a saferlhf score model folder (no {SCORE_CONFIG})")
-        score_config = ScoreConfig(**json.loads((folder / SCORE_CONFIG).read_text()))
+        :mod:`saferlhf.models.precision`), from a folder or hub id in any layout of
+        :mod:`saferlhf.models.score_layouts`. ``kind`` overrides the folder's (TRL and OpenRLHF folders do
+        not say whether they score reward or cost). ``load_options``: :func:`~saferlhf.models.loading.model_load_kwargs`."""
+        folder = resolve_folder(str(name_or_path))
+        layout, settings = score_layouts.detect(folder)
+        if layout == "saferlhf-legacy":
+            if any(load_options.get(k) for k in ("load_in_4bit", "load_in_8bit")):
+                raise ValueError(f"{folder}: 4/8-bit loading needs a standard folder; re-save this legacy one first")
+            model = cls._from_legacy(folder, ScoreConfig(**settings), trust_remote_code)
+        else:
+            head = score_layouts.head_state(folder, layout, settings)
+            score_config = ScoreConfig(**settings, head_bias="bias" in head, layout=layout)
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the head's weights are "unexpected" to AutoModel: read below
+            try:
+                backbone, info = AutoModel.from_pretrained(
+                    folder, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True,
+                    **model_load_kwargs(**load_options))
+            finally:
+                hf_logging.set_verbosity(verbosity)
+            missing = [k for k in info["missing_keys"] if "rotary_emb" not in k and "position_ids" not in k]
+            if missing:
+                raise ValueError(f"{folder} ({layout}): backbone weights missing from the folder: {missing[:5]}")
+            model = cls(backbone, score_config)
+            model.score_head.load_state_dict(head)
+        if kind is not None:
+            model.score_config.kind = kind
+        if any(load_options.get(k) for k in ("load_in_4bit", "load_in_8bit")):
+            model.score_head.to(dtype)  # the quantised backbone stays as bitsandbytes left it
+        else:
+            model.to(dtype)
+        return model.eval()
+
+    @classmethod
+    def _from_legacy(cls, folder: Path, score_config: ScoreConfig, trust_remote_code: bool) -> "ScoreModel":
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
         model = cls(backbone, score_config)
@@ -133,7 +180,22 @@ class ScoreModel(nn.Module):
         unexpected = [k for k in unexpected if not k.startswith("backbone.pooler.")]  # folders saved with it
         if missing or unexpected:
             raise ValueError(f"{folder}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        return model.to(dtype).eval()
+        return model
+
+
+def resolve_folder(name_or_path: str) -> Path:
+    """A local folder for a built-in name, a path, or a hub id (downloaded by ``huggingface_hub`` into its
+    cache: configs, tokenizer and safetensors; the ``weights_only`` pickles only when there are none)."""
+    resolved = builtin.resolve(name_or_path)
+    if Path(resolved).expanduser().is_dir():
+        return Path(resolved).expanduser()
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"]
+    folder = Path(snapshot_download(resolved, allow_patterns=patterns))
+    if not list(folder.glob("*.safetensors")):
+        folder = Path(snapshot_download(resolved, allow_patterns=[*patterns, "*.bin"]))
+    return folder
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from saferlhf.annotation.judge import PairJudgeConfig
-from saferlhf.config import DataSource, LoraConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.config import DataSource, HubConfig, LoraConfig, TrainConfig, _check, doc, validate_sections
 from saferlhf.policy.config import (Algorithm, ConstraintConfig, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig,
                                     PPOConfig, RolloutConfig)
 
@@ -184,6 +184,7 @@ class PipelineConfig:
     evaluation: PipelineEvalConfig = doc(PipelineEvalConfig(), "Measurements after each round.")
     safety_test: PipelineSafetyTestConfig = doc(PipelineSafetyTestConfig(), "Pass/fail test after the last round.")
     output_dir: str = doc("runs/pipeline", "Folder of the run (every finished stage in it is reused on re-run).")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)

@@ -31,6 +31,7 @@ import torch
 
 from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, from_dict, to_dict
 from saferlhf.data.builtin import builtin_prompts
+from saferlhf.models.model_card import publish
 from saferlhf.pipeline.config import PipelineConfig
 from saferlhf.pipeline.labels import (WaitingForLabels, label_pairs, make_pairs, preferred_answer, read_jsonl,
                                       sample_answers, write_jsonl)
@@ -86,6 +87,12 @@ def run(config: PipelineConfig) -> dict:
         writer.write_metrics(summary(evaluation, models, rounds, started))
     metrics = summary(evaluation, models, rounds, started)
     metrics["safety_test"] = safety_tests(config, models, rounds, output_dir)
+    metrics.update(publish(policy, "pipeline-final", config.hub, base_model=config.base_model,
+                           data=(["built-in prompts"] if config.prompts.builtin else [])
+                           + [f.path for f in config.prompts.files], metrics=metrics, config=to_dict(config),
+                           notes=f"The policy of round {config.rounds} of a `saferlhf pipeline` run "
+                                 f"({config.policy.algorithm}); its reward and cost models are in "
+                                 f"round-{config.rounds}/reward-model and cost-model."))
     writer.write_metrics(metrics)
     print(results_table(metrics), flush=True)
     return metrics
@@ -201,7 +208,7 @@ def auto_threshold(cost_model: Path, preferred: list[tuple], max_length: int, pr
     from saferlhf.models.precision import torch_dtype
 
     costs, _ = score_with_folder(str(cost_model), [p for p, _ in preferred], [a for _, a in preferred], max_length,
-                                 description="cost threshold", dtype=torch_dtype(precision))
+                                 description="cost threshold", dtype=torch_dtype(precision), kind="cost")
     return float(sum(costs) / len(costs))
 
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.config import (DataConfig, DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc,
+                             validate_sections)
 from saferlhf.controls.gate import PromptSet
 
 ALGORITHMS = ("ppo-lag", "ppo", "reward-shaping", "critic-free")
 Algorithm = Literal["ppo-lag", "ppo", "reward-shaping", "critic-free"]
 FUNCTION_PATTERN = re.compile(r"^[\w./\\-]+(\.py)?:[A-Za-z_]\w*$")  # module:function or file.py:function
+HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name of a score model on the Hugging Face Hub
 OVER_REFUSAL = "over-refusal"  # the built-in cost source: refusals of prompts labelled harmless (policy/scorers.py)
 NAME_PATTERN = re.compile(r"^[A-Za-z][\w-]*$")
 
@@ -26,7 +28,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z][\w-]*$")
 class ScoreSourceConfig:
     """Where the reward R or the cost C of an answer comes from."""
 
-    path: str = doc("", "A score-model folder (saferlhf train-reward / train-cost), or a Python function "
+    path: str = doc("", "A score-model folder or hub id (saferlhf train-reward / train-cost, TRL, OpenRLHF, PKU "
+                        "Beaver: docs/models.md), or a Python function "
                         "'module:function' / 'file.py:function': (prompts, responses) -> one float per answer; "
                         "for a cost also 'over-refusal' (1 when the refusal detector calls the answer to a prompt "
                         "labelled harmless a refusal, else 0).")
@@ -39,9 +42,10 @@ class ScoreSourceConfig:
     def validate(self, prefix: str) -> None:
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         if self.path:
-            _check(Path(self.path).is_dir() or bool(FUNCTION_PATTERN.match(self.path)) or self.path == OVER_REFUSAL,
-                   prefix + "path", f"{self.path!r} is no existing folder, not of the form 'module:function' / "
-                                    f"'file.py:function' and not {OVER_REFUSAL!r}")
+            _check(Path(self.path).is_dir() or bool(FUNCTION_PATTERN.match(self.path) or HUB_ID_PATTERN.match(self.path))
+                   or self.path == OVER_REFUSAL, prefix + "path",
+                   f"{self.path!r} is no existing folder, no hub id owner/name, not of the form 'module:function' / "
+                   f"'file.py:function' and not {OVER_REFUSAL!r}")
 
 
 @dataclass
@@ -287,6 +291,7 @@ class PolicyStageConfig:
     train: PolicyTrainConfig = doc(PolicyTrainConfig(), "Actor optimisation, steps, checkpoints.")
     keep_checkpoints: int = doc(1, "Checkpoints kept in output_dir/checkpoints (the newest).")
     output_dir: str = doc("runs/policy", "Folder for the policy, log.jsonl, metrics.json and checkpoints.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     resume: bool = doc(False, "Continue from the newest checkpoint in output_dir (saferlhf train-policy --resume).")
 
     def validate(self, prefix: str) -> None:

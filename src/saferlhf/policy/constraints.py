@@ -169,7 +169,7 @@ def make_constraints(config: PolicyStageConfig, multiplier_kind: str, prompts: l
             labels.require(prompts, f"constraint {item.name!r}")
         scorer = make_scorer(item.cost.path, actor_tokenizer, normalize=item.cost.normalize,
                              batch_size=item.cost.batch_size, max_length=config.data.max_length, device=device,
-                             labels=labels, dtype=role_dtype(item.cost.dtype, config.train.precision))
+                             labels=labels, dtype=role_dtype(item.cost.dtype, config.train.precision), kind="cost")
         if item.category:
             found = sorted({labels.category(prompt) for prompt in prompts})
             if item.category not in found:

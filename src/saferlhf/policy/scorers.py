@@ -35,9 +35,10 @@ from saferlhf.data.builtin import LABELS, builtin_prompts
 from saferlhf.data.readers import read_rows
 from saferlhf.data.records import prompt_text
 from saferlhf.data.templates import closes_with_eos, encode
+from saferlhf.models.canary import canary_check
 from saferlhf.models.loading import load_tokenizer
-from saferlhf.models.score_model import ScoreModel
-from saferlhf.policy.config import OVER_REFUSAL
+from saferlhf.models.score_model import ScoreModel, resolve_folder
+from saferlhf.policy.config import HUB_ID_PATTERN, OVER_REFUSAL
 from saferlhf.policy.rollout import Rollout
 from saferlhf.refusal.patterns import detect_refusal
 
@@ -67,7 +68,7 @@ def score_model_tokenizer(folder: str | Path, model: ScoreModel):
     if (folder / "tokenizer_config.json").exists() or (folder / "tokenizer.json").exists():
         return load_tokenizer(str(folder), padding_side="right")
     if not model.score_config.base_model:
-        raise FileNotFoundError(f"{folder}: no tokenizer files and no base_model in score_config.json")
+        raise FileNotFoundError(f"{folder}: no tokenizer files and no base_model in its score settings")
     return load_tokenizer(model.score_config.base_model, padding_side="right")
 
 
@@ -75,10 +76,12 @@ class ScoreModelScorer:
     """Sequence scores of a frozen :class:`ScoreModel` (see the module docstring)."""
 
     def __init__(self, folder: str | Path, actor_tokenizer, normalize: str = "none", batch_size: int = 16,
-                 max_length: int = 512, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 max_length: int = 512, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 kind: str | None = None):
         self.folder = str(folder)
-        self.model = ScoreModel.from_pretrained(folder, dtype=dtype).to(device).eval().requires_grad_(False)
-        self.tokenizer = score_model_tokenizer(folder, self.model)
+        self.model = ScoreModel.from_pretrained(folder, dtype=dtype, kind=kind).to(device).eval().requires_grad_(False)
+        self.tokenizer = score_model_tokenizer(resolve_folder(self.folder), self.model)
+        self.canary = canary_check(self.model, self.tokenizer, self.model.score_config.kind, self.folder)
         self.shares_tokenizer = same_tokenizer(actor_tokenizer, self.tokenizer)
         self.strip_end_of_turn = not closes_with_eos(self.tokenizer)  # training text had no eos after the answer
         self.normalize_mode = normalize
@@ -218,6 +221,7 @@ class CategoryScorer:
     def __init__(self, scorer, labels: PromptLabels, category: str):
         self.scorer, self.labels, self.category = scorer, labels, category
         self.shares_tokenizer = getattr(scorer, "shares_tokenizer", False)
+        self.canary = getattr(scorer, "canary", None)
 
     def __call__(self, rollout: Rollout) -> torch.Tensor:  # (N,)
         scores = self.scorer(rollout)
@@ -226,13 +230,13 @@ class CategoryScorer:
 
 
 def make_scorer(path: str, actor_tokenizer, normalize: str, batch_size: int, max_length: int, device,
-                labels: PromptLabels | None = None, dtype: torch.dtype = torch.float32):
-    """A :class:`ScoreModelScorer` (in ``dtype``) for a folder, an :class:`OverRefusalScorer` for ``over-refusal`` (reading
+                labels: PromptLabels | None = None, dtype: torch.dtype = torch.float32, kind: str | None = None):
+    """A :class:`ScoreModelScorer` (in ``dtype``; ``kind`` reward | cost for its canary check) for a folder, an :class:`OverRefusalScorer` for ``over-refusal`` (reading
     ``labels``), else a :class:`FunctionScorer`."""
     if path == OVER_REFUSAL:
         return OverRefusalScorer(labels or PromptLabels(), device)
-    if Path(path).is_dir():
-        return ScoreModelScorer(path, actor_tokenizer, normalize, batch_size, max_length, device, dtype)
+    if Path(path).is_dir() or HUB_ID_PATTERN.match(path):
+        return ScoreModelScorer(path, actor_tokenizer, normalize, batch_size, max_length, device, dtype, kind)
     if normalize != "none":
         raise ValueError(f"scorer {path}: normalize={normalize!r} needs a score model folder")
     return FunctionScorer(path, device)

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saferlhf.config import to_dict
+from saferlhf.models.model_card import publish
 from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
 from saferlhf.policy.config import PolicyStageConfig
 from saferlhf.policy.rollout import sample_rollout
@@ -123,7 +124,13 @@ def run(config: PolicyStageConfig) -> dict:
         _log_eval(writer, accelerator, trainer.global_step, after)
         metrics.update({f"before/{k}": v for k, v in (state["eval_before"] or {}).items()})
         metrics.update({f"after/{k}": v for k, v in after.items()})
+    canaries = {"reward": getattr(trainer.reward_scorer, "canary", None),
+                **{item.name: getattr(item.scorer, "canary", None) for item in trainer.constraints.items}}
+    metrics["canary"] = {name: result for name, result in canaries.items() if result is not None}
     _save_policy(trainer, output_dir / "policy")
+    if accelerator.is_main_process:
+        metrics.update(publish(output_dir / "policy", "policy", config.hub, base_model=config.actor.name_or_path,
+                               data=[s.path for s in config.data.train], metrics=metrics, config=to_dict(config)))
     metrics["run_identity"] = identity  # a later resume recognises this finished run by it
     writer.write_metrics(metrics)
     accelerator.end_training()

@@ -39,7 +39,7 @@ import torch
 from accelerate.utils import DistributedType, set_seed
 
 from saferlhf.data.loading import BUILTIN, load_prompt_source
-from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
+from saferlhf.models.loading import apply_lora, causal_lm_for, load_tokenizer
 from saferlhf.models.precision import resolve_precision, role_dtype
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.policy import generation_copy
@@ -90,12 +90,12 @@ class PolicyTrainer:
         self.device = self.accelerator.device
         self.tokenizer = load_tokenizer(c.actor.name_or_path, c.actor.trust_remote_code, padding_side="left")
         self.precision = resolve_precision(c.train.precision)
-        actor = apply_lora(load_causal_lm(c.actor.name_or_path, c.actor.trust_remote_code), c.actor.lora, "CAUSAL_LM")
-        self.reference = None if c.actor.lora.enabled else self._frozen(load_causal_lm(
-            c.actor.name_or_path, c.actor.trust_remote_code, dtype=role_dtype(c.ppo.reference_dtype, self.precision)))
+        actor = apply_lora(causal_lm_for(c.actor), c.actor.lora, "CAUSAL_LM")
+        self.reference = None if c.actor.lora.enabled else self._frozen(  # same attn_implementation as the actor
+            causal_lm_for(c.actor, role_dtype(c.ppo.reference_dtype, self.precision)))
         scorer_args = dict(actor_tokenizer=self.tokenizer, max_length=c.data.max_length, device=self.device)
         self.reward_scorer = make_scorer(c.reward.path, normalize=c.reward.normalize, batch_size=c.reward.batch_size,
-                                         dtype=role_dtype(c.reward.dtype, self.precision), **scorer_args)
+                                         dtype=role_dtype(c.reward.dtype, self.precision), kind="reward", **scorer_args)
         rollout_dtype = role_dtype(c.rollout.precision, self.precision)
         self.generation_copy = None  # made before accelerator.prepare patches the actor's forward
         if c.rollout.backend == "hf" and rollout_dtype != torch.float32 and generation_copy.supported(self.accelerator):
@@ -183,7 +183,7 @@ class PolicyTrainer:
             raise ValueError(f"ppo.critic_backbone={backbone!r} does not share the actor's tokenizer "
                              "(critic values must line up with the actor's tokens)")
         critic = ScoreModel.from_backbone(backbone, kind="reward" if name == "reward" else "cost", pooling="last",
-                                          trust_remote_code=c.actor.trust_remote_code)
+                                          trust_remote_code=c.actor.trust_remote_code, head_bias=True)
         return critic.to(self.device).train()
 
     def _load_eval_sets(self) -> dict[str, list]:

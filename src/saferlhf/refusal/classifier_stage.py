@@ -29,9 +29,10 @@ from typing import Literal
 import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
-from saferlhf.config import ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.config import HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.split import split_records
 from saferlhf.models.loading import apply_lora
+from saferlhf.models.model_card import publish
 from saferlhf.models.precision import resolve_precision
 from saferlhf.refusal.agreement import agreement_metrics, confusion
 from saferlhf.refusal.classifier import (TECHNICAL_REFUSAL, RefusalClassifier, class_names, correct_priors,
@@ -76,10 +77,13 @@ class RefusalClassifierConfig:
     xstest_dir: str = doc("../shared/data/xstest", "XSTest repository folder (held-out test); '' = skip.")
     xstest_limit: int = doc(0, "Evaluate on the first N completions per XSTest model (0 = all 450).")
     output_dir: str = doc("runs/refusal-classifier", "Where the model, metrics and logs are written.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
 
     def validate(self, prefix: str = "") -> None:
         validate_sections(self, prefix)
         _check(bool(self.train_files), prefix + "train_files", "must name at least one file")
+        _check(not (self.model.attn_implementation or self.model.load_in_4bit or self.model.load_in_8bit),
+               prefix + "model", "attn_implementation / load_in_4bit / load_in_8bit are not used by the classifier")
         _check(0.0 < self.validation_fraction < 1.0, prefix + "validation_fraction", "must be in (0, 1)")
         _check(self.max_length > 8, prefix + "max_length", "must be > 8")
         _check(self.response_tokens == 0 or self.max_length >= self.response_tokens + 16, prefix + "max_length",
@@ -292,5 +296,7 @@ def run(config: RefusalClassifierConfig) -> dict:
         atomic_write_text(output_dir / "xstest_predictions.jsonl", "\n".join(lines) + "\n")
     metrics["total_seconds"] = round(time.time() - started, 1)
     atomic_write_json(output_dir / "confusion.json", confusions)
+    metrics.update(publish(output_dir, "refusal-classifier", config.hub, base_model=config.model.name_or_path,
+                           data=list(config.train_files), metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
     return metrics

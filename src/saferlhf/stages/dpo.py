@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.loading import load_records
 from saferlhf.data.records import PreferenceRecord, prompt_messages
-from saferlhf.models.loading import apply_lora, load_causal_lm, load_tokenizer
+from saferlhf.models.loading import apply_lora, causal_lm_for, load_tokenizer
+from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.stages.ches import drop_highest_ches, labelled
 from saferlhf.training.setup import trainer_arguments
@@ -58,6 +59,7 @@ class DPOStageConfig:
                              "Optimisation of each step (TRL's DPO learning rate 1e-6 by default).")
     max_length: int = doc(512, "Maximum tokens of prompt + answer.")
     output_dir: str = doc("runs/dpo", "Folder for the model, metrics.json and log.jsonl.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -121,11 +123,13 @@ def run(config: DPOStageConfig) -> dict:
     for step in STEPS[config.objective]:  # fail on missing labels before any training
         labelled(records, PREFERENCE[step])
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
-    model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
+    model = causal_lm_for(config.model)
     metrics = {"objective": config.objective}
     for step in STEPS[config.objective]:
         model, metrics[step] = dpo_step(config, model, tokenizer, records, step, writer)
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+    metrics.update(publish(output_dir, "dpo", config.hub, base_model=config.model.name_or_path,
+                           data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
     return metrics

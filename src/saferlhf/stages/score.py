@@ -17,20 +17,20 @@ import torch
 from saferlhf.config import _check, doc
 from saferlhf.data.readers import RawRow, read_rows
 from saferlhf.data.validation import prompt_problems
-from saferlhf.evaluation.scoring import score_pairs
-from saferlhf.models.loading import load_tokenizer
-from saferlhf.models.score_model import ScoreModel
+from saferlhf.evaluation.scoring import load_checked, score_pairs
 from saferlhf.runio import atomic_write_json, atomic_write_text
 
 
 @dataclass
 class ScoreCommandConfig:
-    model: str = doc("", "Folder of a trained score model (train-reward / train-cost output_dir).")
+    model: str = doc("", "A score model: train-reward / train-cost output_dir, or a TRL, OpenRLHF or PKU Beaver folder or "
+                         "hub id (docs/models.md).")
     input: str = doc("", "File or dataset id with 'prompt' and 'response' columns.")
     output: str = doc("", "Output jsonl (default: <input stem>.scores.jsonl beside the input).")
     batch_size: int = doc(16, "Pairs per forward pass.")
     max_length: int = doc(512, "Maximum tokens (prompt truncated from the left).")
     normalize: Literal["none", "scale", "affine"] = doc("none", "Score normalisation with the saved statistics.")
+    kind: Literal["", "reward", "cost"] = doc("", "'' = the folder's own (TRL and OpenRLHF folders do not say: reward).")
 
     def validate(self, prefix: str) -> None:
         _check(bool(self.model), prefix + "model", "must name a trained score model folder")
@@ -59,8 +59,7 @@ def run(config: ScoreCommandConfig) -> dict:
     rows = [_checked_row(raw) for raw in read_rows(config.input)]
     if not rows:
         raise ValueError(f"{config.input}: no rows to score")
-    model = ScoreModel.from_pretrained(config.model)
-    tokenizer = load_tokenizer(config.model, padding_side="right")
+    model, tokenizer, canary = load_checked(config.model, kind=config.kind or None)
     raw_scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
                                        config.max_length, config.batch_size)
     scores = model.normalize(torch.tensor(raw_scores), config.normalize).tolist()
@@ -81,7 +80,7 @@ def run(config: ScoreCommandConfig) -> dict:
     values = torch.tensor(scores)
     metrics = {"kind": model.score_config.kind, "num_scored": len(scores), "score_mean": float(values.mean()),
                "score_std": float(values.std()) if len(scores) > 1 else 0.0, "overlong": overlong,
-               "duplicate_rows": duplicates, "output": str(output)}
+               "duplicate_rows": duplicates, "output": str(output), "canary": canary}
     if is_cost:
         metrics["unsafe_share"] = float((values > 0).float().mean())
     atomic_write_json(output.with_suffix(".metrics.json"), metrics)

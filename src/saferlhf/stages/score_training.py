@@ -7,7 +7,8 @@ gradient accumulation; bf16 autocast where the hardware supports it; atomic chec
 ``train.save_steps`` with exact resume (``resume=true``).
 
 Output folder: the score model (``ScoreModel.save_pretrained``: safetensors + tokenizer +
-``score_config.json`` with normalisation statistics), ``metrics.json``, ``log.jsonl``,
+normalisation statistics; a standard ``AutoModelForSequenceClassification`` folder for decoders,
+docs/models.md), ``README.md`` (model card), ``metrics.json`` (with the sign ``canary``), ``log.jsonl``,
 ``config.yaml`` and ``score_histogram.png``.
 """
 
@@ -25,9 +26,11 @@ import torch
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from tqdm.auto import tqdm
 
-from saferlhf.config import DataConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.config import DataConfig, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.loading import load_preference_data
-from saferlhf.models.loading import apply_lora, load_tokenizer
+from saferlhf.models.loading import apply_lora, load_options, load_tokenizer
+from saferlhf.models.canary import canary_check
+from saferlhf.models.model_card import publish
 from saferlhf.models.precision import resolve_precision
 from saferlhf.models.score_model import ScoreModel
 from saferlhf.runio import RunWriter
@@ -49,6 +52,7 @@ class ScoreStageConfig:
     data: DataConfig = doc(DataConfig(), "Preference data.")
     train: TrainConfig = doc(TrainConfig(), "Optimisation.")
     output_dir: str = doc("runs/score-model", "Folder for the model, metrics.json and log.jsonl.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     regularization: float = doc(0.001, "η: weight of the score regulariser mean(score²).")
     pooling: Literal["auto", "last", "mean"] = doc(
         "auto", "Sequence score: last non-padding token, or masked mean; auto = last for decoders, mean for encoders.")
@@ -103,7 +107,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
         raise ValueError("no training pairs left after validation; see the data report above")
 
     model = ScoreModel.from_backbone(config.model.name_or_path, kind=kind, pooling=config.pooling,
-                                     trust_remote_code=config.model.trust_remote_code)
+                                     trust_remote_code=config.model.trust_remote_code, **load_options(config.model))
     model.backbone = apply_lora(model.backbone, config.model.lora, task_type="FEATURE_EXTRACTION")
     enable_gradient_checkpointing(model, config.train)
     if config.disable_dropout:
@@ -207,7 +211,12 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
         "data_report": data.report.to_dict(),
     })
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(output_dir, tokenizer)
+        metrics["canary"] = canary_check(unwrapped, tokenizer, kind, str(output_dir), config.data.max_length)
+        metrics["layout"] = unwrapped.save_pretrained(output_dir, tokenizer)
+        legacy = "saferlhf.models.score_model.ScoreModel.from_pretrained(folder) (mean-pooled encoder: no standard class)"
+        metrics.update(publish(output_dir, kind, config.hub, base_model=config.model.name_or_path,
+                               data=[s.path for s in config.data.train], metrics=metrics, config=to_dict(config),
+                               how_to_load=legacy if metrics["layout"] == "saferlhf-legacy" else ""))
         if scores is not None:
             save_histogram(output_dir / "score_histogram.png", kind, *scores)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

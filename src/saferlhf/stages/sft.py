@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from saferlhf.config import DataSource, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.controls.gate import PromptSet
 from saferlhf.data.readers import read_rows
-from saferlhf.models.loading import load_causal_lm, load_tokenizer
+from saferlhf.models.loading import causal_lm_for, load_tokenizer
+from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 from saferlhf.training.setup import trainer_arguments
@@ -43,6 +44,7 @@ class SFTStageConfig:
     train: TrainConfig = doc(TrainConfig(epochs=1.0, batch_size=8), "Optimisation.")
     max_length: int = doc(512, "Maximum tokens per example (longer ones are truncated).")
     output_dir: str = doc("runs/sft", "Folder for the model, metrics.json and log.jsonl.")
+    hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
     refusal_tokens: Literal["none", "single", "per-category"] = doc(
         "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
@@ -122,7 +124,7 @@ def run(config: SFTStageConfig) -> dict:
     writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume)
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
-    model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
+    model = causal_lm_for(config.model)
     extra = past_tense_rows(config)
     train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens, extra)
     eval_dataset, eval_tokens = (load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data
@@ -165,6 +167,8 @@ def run(config: SFTStageConfig) -> dict:
         tokenizer.save_pretrained(output_dir)
         if tokens is not None:
             tokens.save(output_dir)
+        metrics.update(publish(output_dir, "sft", config.hub, base_model=config.model.name_or_path,
+                               data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
     return metrics
 
