@@ -28,6 +28,7 @@ from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
 from saferlhf.evaluation.controls import ControlConfig
 from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
+from saferlhf.training.tracking import ReportTo, open_tracker, report_to_field
 
 GENERATIONS = "generations.jsonl"
 
@@ -170,6 +171,7 @@ class EvaluateConfig:
         "auto", "dtype of the models that generate and score (auto = bf16 where the hardware has it, else fp32).")
     progress: bool = doc(True, "Show progress bars.")
     output_dir: str = doc("runs/evaluate", "Output folder.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -223,7 +225,7 @@ def run(config: EvaluateConfig) -> dict:
     if notice:
         print(f"[saferlhf evaluate] {notice}", flush=True)
     output_dir = Path(config.output_dir)
-    writer = RunWriter(output_dir)
+    writer = RunWriter(output_dir, tracker=open_tracker(config.report_to, output_dir, "evaluate", to_dict(config)))
     writer.write_config(to_dict(config))
     benchmarks = [load_benchmark(b.name, b.path, b.limit, b.label, b.prompt_column, b.label_column,
                                  b.category_column) for b in config.benchmarks]
@@ -278,7 +280,14 @@ def run(config: EvaluateConfig) -> dict:
     print(_summary_text(metrics, detectors), flush=True)
     flat = {f"{m}/{b}/{k}": s[k] for m, bench in metrics["models"].items() for b, s in bench.items()
             for k in ("harmful_compliance_rate", "false_refusal_rate") if s.get(k) is not None}
+    if writer.tracker is not None:
+        writer.tracker.log({f"eval/{key}": value for key, value in flat.items()}, 0)
+        writer.log_table("eval/answers", [{key: r.get(key) for key in ANSWER_COLUMNS} for r in records], 0)
+        writer.finish()
     return {**flat, **metrics}
+
+
+ANSWER_COLUMNS = ("model", "benchmark", "label", "prompt", "response", "refusal", "reward", "cost")  # tracker table
 
 
 def _save(output_dir: Path, records: list[dict]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import DataConfig, DataSource, ModelConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.training.tracking import ReportTo, report_to_field
 
 ALGORITHMS = ("ppo-lag", "ppo", "reward-shaping", "critic-free")
 Algorithm = Literal["ppo-lag", "ppo", "reward-shaping", "critic-free"]
@@ -221,11 +222,8 @@ class EvaluationConfig:
 
 @dataclass
 class TrackingConfig:
-    """Where per-step metrics go besides log.jsonl."""
+    """Progress bar and per-process logs (the tracker is the stage's ``report_to``, docs/tracking.md)."""
 
-    tensorboard: bool = doc(True, "Write TensorBoard event files to output_dir/tensorboard (needs tensorboard).")
-    wandb: bool = doc(False, "Also log to Weights & Biases (needs wandb and a login).")
-    project: str = doc("saferlhf", "TensorBoard run folder / W&B project name.")
     progress_bar: bool = doc(True, "Show a tqdm progress bar.")
     per_process_log: bool = doc(False, "Also write process_logs/rank<R>.jsonl from every process (its own λ before "
                                        "and after the broadcast, window mean, reward, cost): to check that processes "
@@ -280,6 +278,7 @@ class PolicyStageConfig:
     keep_checkpoints: int = doc(1, "Checkpoints kept in output_dir/checkpoints (the newest).")
     output_dir: str = doc("runs/policy", "Folder for the policy, log.jsonl, metrics.json and checkpoints.")
     resume: bool = doc(False, "Continue from the newest checkpoint in output_dir (saferlhf train-policy --resume).")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)

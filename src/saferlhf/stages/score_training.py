@@ -38,6 +38,7 @@ from saferlhf.training.score_losses import cost_loss, reward_loss
 from saferlhf.training.score_metrics import save_histogram, score_metrics
 from saferlhf.training.setup import (enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler,
                                     total_steps)
+from saferlhf.training.tracking import ReportTo, open_tracker, report_to_field
 
 
 @dataclass
@@ -58,6 +59,7 @@ class ScoreStageConfig:
     disable_dropout: bool = doc(True, "Turn off dropout in the backbone (common for score models; TRL's default).")
     normalization_samples: int = doc(256, "Training pairs scored at the end for the normalisation statistics.")
     resume: bool = doc(False, "Continue from output_dir/checkpoint if it exists.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -92,7 +94,9 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                          ("checkpoint", "checkpoint.old", "checkpoint.tmp"))
     if finished is not None:
         return finished
-    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
+    tracker = open_tracker(config.report_to, output_dir, f"train-{kind}", {"kind": kind, **to_dict(config)},
+                           enabled=accelerator.is_main_process)
+    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume, tracker=tracker)
     writer.write_config({"kind": kind, **to_dict(config)})
 
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code, padding_side="right")
@@ -213,6 +217,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     writer.log(state["step"], **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     writer.write_metrics({**metrics, "status": "finished", "run_identity": identity})
+    writer.finish()
     accelerator.wait_for_everyone()
     return metrics
 

@@ -27,6 +27,7 @@ from saferlhf.models.loading import load_causal_lm, load_tokenizer
 from saferlhf.runio import RunWriter
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 from saferlhf.training.setup import trainer_arguments
+from saferlhf.training.tracking import ReportTo, log_callback, open_tracker, report_to_field
 
 
 @dataclass
@@ -40,6 +41,7 @@ class SFTStageConfig:
     resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
     refusal_tokens: Literal["none", "single", "per-category"] = doc(
         "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -88,7 +90,8 @@ def run(config: SFTStageConfig) -> dict:
 
     output_dir = Path(config.output_dir)
     use_cpu_process_group_if_no_gpu()  # under accelerate launch without GPUs: one gloo group, not N lone runs
-    writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume)
+    tracker = open_tracker(config.report_to, output_dir, "sft", to_dict(config), enabled=is_main_process())
+    writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume, tracker=tracker)
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = load_causal_lm(config.model.name_or_path, config.model.trust_remote_code)
@@ -113,14 +116,12 @@ def run(config: SFTStageConfig) -> dict:
     args = SFTConfig(**trainer_arguments(config.train, str(output_dir / "checkpoints"), eval_dataset is not None),
                      max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[log_callback(writer)])
     restore_old_rows = train_only_new_rows(trainer.model, first_new_row) if tokens is not None and peft_config else None
     has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(config.resume and has_checkpoint))
     if restore_old_rows is not None:
         restore_old_rows()
-    for entry in trainer.state.log_history:
-        writer.log(entry.get("step", 0), **{k: v for k, v in entry.items() if k != "step"})
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
                "num_train_examples": len(train_dataset), **result.metrics}
     if eval_dataset is not None:
@@ -134,6 +135,7 @@ def run(config: SFTStageConfig) -> dict:
         if tokens is not None:
             tokens.save(output_dir)
     writer.write_metrics(metrics)
+    writer.finish()
     return metrics
 
 
