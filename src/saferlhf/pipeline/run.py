@@ -88,7 +88,7 @@ def run(config: PipelineConfig) -> dict:
         so_far = summary(evaluation, models, rounds, started)
         writer.write_metrics(so_far)
         if writer.tracker is not None:  # the rates of every model so far, at step = round
-            writer.tracker.log({f"pipeline/{k}": v for k, v in flat_scalars(so_far["models"]).items()}, index)
+            writer.tracker.log(flat_scalars(so_far["models"], "pipeline/", "/"), index)
     metrics = summary(evaluation, models, rounds, started)
     metrics["safety_test"] = safety_tests(config, models, rounds, output_dir)
     writer.write_metrics(metrics)

@@ -43,15 +43,13 @@ _POLICY_NAMES = {
 }
 _PREFIXES = {"lambda/": "objective/lambda/", "episode_cost/": "cost/episode/", "cost_threshold/": "cost/threshold/",
              "cost/": "cost/mean/"}
-_KEPT_PREFIXES = ("eval/", "time/", "rollout/", "train/", "objective/", "loss/", "policy/", "rewards/", "logps/",
-                  "logits/", "before/", "after/", "final/")
 
 
 def namespaced(metrics: dict[str, Any]) -> dict[str, Any]:
     """Tracker names of ``log.jsonl`` keys: the policy's keys as in TRL (``kl`` -> ``objective/kl``, ``lambda`` ->
     ``objective/lambda``, ``episode_cost`` -> ``cost/episode``, ``<name>_critic_loss`` -> ``loss/value/<name>``),
-    a Trainer's ``eval_<key>`` -> ``eval/<key>``, names that already have a known namespace kept, any other plain
-    key -> ``train/<key>``. Non-numeric values (and booleans) are left out."""
+    a Trainer's ``eval_<key>`` -> ``eval/<key>``, other names with a ``/`` kept, any other plain key ->
+    ``train/<key>``. Non-numeric values (and booleans) are left out."""
     out = {}
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or key == "step":
@@ -68,7 +66,7 @@ def _name(key: str) -> str:
     for old, new in _PREFIXES.items():
         if key.startswith(old):
             return new + key[len(old):]
-    if key.startswith(_KEPT_PREFIXES):
+    if "/" in key:  # already namespaced: eval/..., time/..., rewards/... (TRL's DPO), pipeline/...
         return key
     if key.startswith("eval_"):
         return "eval/" + key[len("eval_"):]
@@ -149,12 +147,12 @@ def open_tracker(report_to: str, output_dir: str | Path, stage: str, config: dic
     return Tracker(report_to, output_dir, stage, config)
 
 
-def flat_scalars(tree: dict, prefix: str = "") -> dict:
+def flat_scalars(tree: dict, prefix: str = "", separator: str = ".") -> dict:
     """Nested config -> flat ``{dotted.key: int | float | str | bool}`` (what TensorBoard's hparams accept)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(flat_scalars(value, f"{prefix}{key}."))
+            flat.update(flat_scalars(value, f"{prefix}{key}{separator}", separator))
         else:
             flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return flat
