@@ -52,7 +52,7 @@ class BenchmarkConfig:
 
     name: str = doc("xstest", "xstest | advbench | harmbench | or-bench | or-bench-hard-1k | or-bench-toxic | "
                               "or-bench-80k | phtest | a file path or hub id.")
-    path: str = doc("", "Where to read a built-in set from ('' = ../shared/data/... or its hub id).")
+    path: str = doc("", "Where to read a built-in set from: a local file / folder or a hub id ('' = its hub id, docs/data.md).")
     limit: int = doc(0, "Use only the first N prompts (0 = all); for quick runs.")
     label: str = doc("", "Label every prompt: harmful | harmless | controversial ('' = from the file).")
     prompt_column: str = doc("", "Prompt column of a file ('' = auto: prompt, goal, behavior, request, ...).")
