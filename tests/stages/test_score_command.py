@@ -50,3 +50,17 @@ def test_duplicate_rows_are_scored_and_counted(model_dir, tmp_path, capsys):
     assert metrics["duplicate_rows"] == 1 and metrics["num_scored"] == 3
     scored = [json.loads(line) for line in (tmp_path / "answers.scores.jsonl").read_text().splitlines()]
     assert scored[0]["score"] == scored[2]["score"]
+
+
+def test_trl_completion_column_is_scored_like_response(model_dir, tmp_path):
+    data = tmp_path / "answers.jsonl"
+    rows = [{"prompt": "q", "response": "a"}]
+    data.write_text(json.dumps(rows[0]) + "\n")
+    assert cli_main(["score", f"model={model_dir}", f"input={data}"]) == 0
+    expected = json.loads((tmp_path / "answers.scores.jsonl").read_text())["score"]
+    completions = tmp_path / "completions.jsonl"
+    completions.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n"
+                           + json.dumps({"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}) + "\n")
+    assert cli_main(["score", f"model={model_dir}", f"input={completions}"]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "completions.scores.jsonl").read_text().splitlines()]
+    assert [row["score"] for row in scored] == [expected, expected] and scored[0]["completion"] == "a"

@@ -82,7 +82,7 @@ def _loss(kind: str, scores: torch.Tensor, batch: dict, regularization: float) -
     first, second = scores.chunk(2)  # (B,), (B,): preferred / safer first
     if kind == "reward":
         return reward_loss(first, second, regularization)
-    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization)
+    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization, batch.get("ranked"))
 
 
 def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
@@ -137,7 +137,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
         accelerator.print(f"[saferlhf] resumed from {checkpoint_dir} at step {state['step']}")
 
     progress = tqdm(total=num_steps, initial=state["step"], desc=f"train-{kind}", disable=not accelerator.is_main_process)
-    window_loss, window_correct, window_pairs = 0.0, 0.0, 0
+    window_loss, window_correct, window_pairs, window_ranked = 0.0, 0.0, 0, 0.0
     started = time.perf_counter() - state["train_seconds"]
     model.train()
     while state["step"] < num_steps:
@@ -161,9 +161,11 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             state["batch_in_epoch"] += 1
             first, second = scores.detach().chunk(2)
             correct = (first > second) if kind == "reward" else (second > first)
+            ranked = batch["ranked"].to(first.device)  # (B,) unpaired records have no pairwise accuracy
             window_loss += loss.item() * first.numel()
-            window_correct += correct.float().sum().item()
+            window_correct += (correct.float() * ranked).sum().item()
             window_pairs += first.numel()
+            window_ranked += ranked.sum().item()
             state["pairs_seen"] += first.numel() * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
@@ -174,13 +176,14 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             if config.train.save_steps and step % config.train.save_steps == 0 and step < num_steps:
                 _stop_if_diverged(accelerator, model, batch, config.forward_bucket_size, step, checkpoint_dir)
             if step % config.train.logging_steps == 0 or step == num_steps:
-                totals = accelerator.reduce(torch.tensor([window_loss, window_correct, window_pairs],
+                totals = accelerator.reduce(torch.tensor([window_loss, window_correct, window_pairs, window_ranked],
                                                          device=accelerator.device, dtype=torch.float64), "sum")
-                loss_mean, accuracy = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+                loss_mean = (totals[0] / totals[2]).item()
+                accuracy = (totals[1] / totals[3]).item() if totals[3] > 0 else math.nan
                 writer.log(step, loss=loss_mean, accuracy=accuracy, learning_rate=scheduler.get_last_lr()[0],
                            epoch=state["epoch"] + state["batch_in_epoch"] / max(1, batches_per_epoch))
                 progress.set_postfix(loss=f"{loss_mean:.3f}", acc=f"{accuracy:.3f}")
-                window_loss, window_correct, window_pairs = 0.0, 0.0, 0
+                window_loss, window_correct, window_pairs, window_ranked = 0.0, 0.0, 0, 0.0
             if config.train.eval_steps and step % config.train.eval_steps == 0 and step < num_steps and eval_pairs:
                 writer.log(step, **evaluate(accelerator, model, eval_pairs, kind, config, tokenizer)[0])
                 model.train()
@@ -213,7 +216,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     if accelerator.is_main_process:
         unwrapped.save_pretrained(output_dir, tokenizer)
         if scores is not None:
-            save_histogram(output_dir / "score_histogram.png", kind, *scores)
+            save_histogram(output_dir / "score_histogram.png", kind, *scores[:4])
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     writer.log(state["step"], **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     writer.write_metrics({**metrics, "status": "finished", "run_identity": identity})
@@ -250,22 +253,23 @@ def score_pairs(accelerator, model, pairs, config: ScoreStageConfig, tokenizer):
     loader = pair_loader(pairs, config.train.eval_batch_size, tokenizer.pad_token_id, shuffle=False)
     loader = prepare_data_loader(loader, accelerator.device, accelerator.num_processes, accelerator.process_index)
     model.eval()
-    firsts, seconds, first_safe, second_safe = [], [], [], []
+    firsts, seconds, first_safe, second_safe, ranked = [], [], [], [], []
     for batch in tqdm(loader, desc="score pairs", leave=False, disable=not accelerator.is_main_process):
         scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"],
                                            config.forward_bucket_size)
         first, second = scores.chunk(2)
-        gathered = accelerator.gather_for_metrics((first, second, batch["first_is_safe"], batch["second_is_safe"]))
-        for bucket, value in zip((firsts, seconds, first_safe, second_safe), gathered):
+        gathered = accelerator.gather_for_metrics((first, second, batch["first_is_safe"], batch["second_is_safe"],
+                                                   batch["ranked"]))
+        for bucket, value in zip((firsts, seconds, first_safe, second_safe, ranked), gathered):
             bucket.append(value.float().cpu())
-    return tuple(torch.cat(bucket) for bucket in (firsts, seconds, first_safe, second_safe))
+    return tuple(torch.cat(bucket) for bucket in (firsts, seconds, first_safe, second_safe, ranked))
 
 
 def evaluate(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tokenizer):
     scores = score_pairs(accelerator, model, pairs, config, tokenizer)
     metrics = score_metrics(kind, *scores)
-    losses = _loss(kind, torch.cat(scores[:2]), {"first_is_safe": scores[2], "second_is_safe": scores[3]},
-                   config.regularization)
+    losses = _loss(kind, torch.cat(scores[:2]), {"first_is_safe": scores[2], "second_is_safe": scores[3],
+                                                 "ranked": scores[4]}, config.regularization)
     metrics["eval_loss"] = float(losses)
     return metrics, scores
 
@@ -273,7 +277,7 @@ def evaluate(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tok
 def normalization_statistics(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tokenizer):
     """Mean and std of scores on a seeded sample of training pairs (stored for score normalisation)."""
     sample = random.Random(config.train.seed).sample(pairs, min(len(pairs), config.normalization_samples))
-    first, second, _, _ = score_pairs(accelerator, model, sample, config, tokenizer)
+    first, second, _, _, _ = score_pairs(accelerator, model, sample, config, tokenizer)
     scores = torch.cat([first, second])
     std = float(scores.std()) if scores.numel() > 1 else 1.0
     return float(scores.mean()), std if math.isfinite(std) and std > 0 else 1.0

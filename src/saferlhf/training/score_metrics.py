@@ -28,13 +28,16 @@ def sign_accuracy(costs: torch.Tensor, is_safe: torch.Tensor) -> float:
     return float((predicted_unsafe == (is_safe[labelled] == 0)).float().mean())
 
 
-def score_metrics(kind: str, first: torch.Tensor, second: torch.Tensor,
-                  first_is_safe: torch.Tensor, second_is_safe: torch.Tensor) -> dict[str, float]:
-    """All metrics of one evaluation, keys prefixed ``eval_``. ``first`` is the preferred/safer response."""
+def score_metrics(kind: str, first: torch.Tensor, second: torch.Tensor, first_is_safe: torch.Tensor,
+                  second_is_safe: torch.Tensor, ranked: torch.Tensor | None = None) -> dict[str, float]:
+    """All metrics of one evaluation, keys prefixed ``eval_``. ``first`` is the preferred/safer response;
+    ``ranked`` (0.0 for unpaired records, which have one response and no ranking) limits the pairwise accuracy."""
     scores = torch.cat([first, second])
+    keep = torch.ones_like(first, dtype=torch.bool) if ranked is None else ranked > 0
     metrics = {
         # reward: the better response should score higher; cost: the less safe one should cost more
-        "eval_accuracy": pairwise_accuracy(first, second) if kind == "reward" else pairwise_accuracy(second, first),
+        "eval_accuracy": pairwise_accuracy(first[keep], second[keep]) if kind == "reward"
+        else pairwise_accuracy(second[keep], first[keep]),
         "eval_score_mean": float(scores.mean()),
         "eval_score_std": float(scores.std()) if scores.numel() > 1 else 0.0,
         "num_eval_pairs": int(first.numel()),
