@@ -63,4 +63,5 @@ def test_trl_completion_column_is_scored_like_response(model_dir, tmp_path):
                            + json.dumps({"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}) + "\n")
     assert cli_main(["score", f"model={model_dir}", f"input={completions}"]) == 0
     scored = [json.loads(line) for line in (tmp_path / "completions.scores.jsonl").read_text().splitlines()]
-    assert [row["score"] for row in scored] == [expected, expected] and scored[0]["completion"] == "a"
+    assert [row["score"] for row in scored] == pytest.approx([expected, expected], abs=1e-5)  # batch padding
+    assert scored[0]["completion"] == "a"
