@@ -57,7 +57,11 @@ class PreferenceRecord:
         return self.safer_response_id is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's fields (``unpaired`` only when set, so that pair files keep the PKU-SafeRLHF columns)."""
+        fields = asdict(self)
+        if not self.unpaired:
+            del fields["unpaired"]
+        return fields
 
 
 def prompt_messages(prompt: Prompt) -> list[Message]:
