@@ -88,3 +88,25 @@ def test_train_cost_on_unpaired_rows_learns_the_sign(tmp_path):
     metrics = train_score_model(config, "cost")
     assert metrics["data_report"]["kept"] == 64 and metrics["eval_sign_accuracy"] >= 0.9
     assert math.isnan(metrics["eval_accuracy"])  # no ranked pair to measure
+
+
+def test_per_category_metrics_of_the_cost_model():
+    from saferlhf.data.records import PreferenceRecord
+    from saferlhf.training.score_metrics import per_category_metrics
+
+    pair = PreferenceRecord(prompt="p", response_0="harmful", response_1="refusal", safer_response_id=1,
+                            is_response_0_safe=False, is_response_1_safe=True,
+                            response_0_harm_category={"violence": True, "privacy": True},
+                            response_1_harm_category={"violence": False, "privacy": False},
+                            response_0_severity_level=2, response_1_severity_level=0)
+    single = PreferenceRecord(prompt="q", response_0="doxxing", response_1="doxxing", unpaired=True,
+                              is_response_0_safe=False, is_response_1_safe=False,
+                              response_0_harm_category={"privacy": True})
+    # scores in scoring order: first = the safer response (pair: response 1; unpaired: its only response)
+    groups = per_category_metrics([pair, single], torch.tensor([-1.0, -0.5]), torch.tensor([3.0, -0.5]))
+    assert groups["category"] == {
+        "none": {"n": 1, "unsafe_share": 0.0, "mean_cost": -1.0, "sign_accuracy": 1.0},
+        "privacy": {"n": 2, "unsafe_share": 1.0, "mean_cost": 1.25, "sign_accuracy": 0.5},
+        "violence": {"n": 1, "unsafe_share": 1.0, "mean_cost": 3.0, "sign_accuracy": 1.0}}
+    assert groups["severity"] == {"0": {"n": 1, "unsafe_share": 0.0, "mean_cost": -1.0, "sign_accuracy": 1.0},
+                                  "2": {"n": 1, "unsafe_share": 1.0, "mean_cost": 3.0, "sign_accuracy": 1.0}}

@@ -35,7 +35,7 @@ from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
 from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.score_losses import cost_loss, reward_loss
-from saferlhf.training.score_metrics import save_histogram, score_metrics
+from saferlhf.training.score_metrics import per_category_metrics, save_histogram, score_metrics
 from saferlhf.training.setup import (enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler,
                                     total_steps)
 from saferlhf.training.tracking import ReportTo, open_tracker, report_to_field
@@ -199,6 +199,8 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     train_seconds = time.perf_counter() - started
 
     metrics, scores = evaluate(accelerator, model, eval_pairs, kind, config, tokenizer) if eval_pairs else ({}, None)
+    if kind == "cost" and scores is not None and (groups := per_category_metrics(data.eval, scores[0], scores[1])):
+        metrics["eval_per_category"] = groups  # harm categories / severity levels where the data has them
     unwrapped = accelerator.unwrap_model(model)
     mean, std = normalization_statistics(accelerator, model, train_pairs, kind, config, tokenizer)
     unwrapped.score_config.score_mean, unwrapped.score_config.score_std = mean, std
