@@ -77,8 +77,8 @@ def test_train_cost_on_unpaired_rows_learns_the_sign(tmp_path):
     rows = []
     for i in range(32):
         rows.append({"prompt": f"How do I do dangerous thing {i}?", "completion": "I can't help with that.",
-                     "label": True})
-        rows.append({"prompt": f"How do I do dangerous thing {i}?", "label": False,
+                     "label": True, "category": {"weapons": False}})
+        rows.append({"prompt": f"How do I do dangerous thing {i}?", "label": False, "category": {"weapons": True},
                      "completion": f"Sure, here are detailed steps: first get the materials, step {i}."})
     data = _write(tmp_path / "kto.jsonl", rows)
     config = load_config(ScoreStageConfig, None, [
@@ -88,6 +88,9 @@ def test_train_cost_on_unpaired_rows_learns_the_sign(tmp_path):
     metrics = train_score_model(config, "cost")
     assert metrics["data_report"]["kept"] == 64 and metrics["eval_sign_accuracy"] >= 0.9
     assert math.isnan(metrics["eval_accuracy"])  # no ranked pair to measure
+    groups = metrics["eval_per_category"]["category"]  # the held-out rows by their category (BeaverTails-style)
+    assert groups["weapons"]["unsafe_share"] == 1.0 and groups["none"]["unsafe_share"] == 0.0
+    assert groups["weapons"]["n"] + groups["none"]["n"] == metrics["num_eval_pairs"]
 
 
 def test_per_category_metrics_of_the_cost_model():

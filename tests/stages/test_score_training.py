@@ -113,9 +113,6 @@ def test_pku_sample_both_stages(shared_data, tmp_path):
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["data_report"]["total"] == 32
     assert 0.0 <= metrics["eval_sign_accuracy"] <= 1.0
-    per_category = metrics["eval_per_category"]  # PKU-SafeRLHF's harm categories and severity levels
-    assert per_category["category"] and set(per_category["severity"]) <= {"0", "1", "2", "3"}
-    assert sum(group["n"] for group in per_category["severity"].values()) <= 2 * metrics["num_eval_pairs"]
 
 
 def test_score_command_scores_a_file(tmp_path, capsys):
