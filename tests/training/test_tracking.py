@@ -112,3 +112,37 @@ def test_pipeline_round_writes_event_files_for_every_stage(tmp_path):
             assert tag in _scalar_tags(out / stage), stage
     assert any(tag.startswith("pipeline/round-1/") for tag in _scalar_tags(out))
     assert tracking.PROJECT == "saferlhf"
+
+
+def test_wandb_gets_a_run_of_its_own_with_namespaced_metrics_and_tables(monkeypatch, tmp_path):
+    """wandb is not installed here: a stand-in module records what Accelerate's WandBTracker asks of it."""
+    import sys
+    import types
+
+    import accelerate.utils
+
+    calls = {"init": [], "log": [], "config": [], "finished": 0}
+
+    class Run:
+        def log(self, values, step=None):
+            calls["log"].append((values, step))
+
+        def finish(self):
+            calls["finished"] += 1
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls["init"].append(kwargs) or Run()
+    fake.config = types.SimpleNamespace(update=lambda values, allow_val_change: calls["config"].append(values))
+    fake.Table = lambda columns, data, dataframe=None: ("table", columns, data)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: True)
+    writer = RunWriter(tmp_path / "run", tracker=open_tracker("wandb", tmp_path / "run", "train-cost", {"x": 1}))
+    writer.log(2, loss=0.5, **{"lambda": 1.0})
+    writer.log_table("eval/answers", [{"prompt": "p", "reward": 1.0}], 2)
+    writer.finish()
+    assert calls["init"] == [{"project": "saferlhf", "name": "train-cost:run", "dir": str(tmp_path / "run"),
+                              "reinit": "create_new"}]
+    assert calls["config"] == [{"x": 1}]
+    assert calls["log"] == [({"train/loss": 0.5, "objective/lambda": 1.0}, 2),
+                            ({"eval/answers": ("table", ["prompt", "reward"], [["p", 1.0]])}, 2)]
+    assert calls["finished"] == 1

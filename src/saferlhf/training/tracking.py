@@ -99,7 +99,8 @@ class Tracker:
         if report_to == "tensorboard":
             self.backend = TensorBoardTracker(stage, str(Path(output_dir) / "tensorboard"))
         elif report_to == "wandb":
-            self.backend = WandBTracker(PROJECT, name=run_name, dir=str(output_dir))
+            # a run of its own even inside another stage's (the pipeline's stages): wandb >= 0.19.10
+            self.backend = WandBTracker(PROJECT, name=run_name, dir=str(output_dir), reinit="create_new")
         else:
             self.backend = TrackioTracker(PROJECT, name=run_name)
         self.backend.start()
