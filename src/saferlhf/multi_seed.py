@@ -2,7 +2,7 @@
 a 95% confidence interval. Single runs here differ by 20 points of harmful compliance (docs/results.md),
 so a comparison needs several seeds.
 
-    saferlhf multi-seed command=train-cost seeds=[1,2,3] config=configs/cost-hh-rlhf.yaml output_dir=runs/ms \
+    saferlhf multi-seed command=train-cost 'seeds=[1,2,3]' config=configs/cost-hh-rlhf.yaml output_dir=runs/ms \
         train.max_steps=100
 
 Every ``key=value`` that is not one of this command's own keys goes to the stage. Run ``s`` gets
