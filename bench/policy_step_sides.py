@@ -110,7 +110,7 @@ def run_saferlhf(algorithm: str, s: dict, steps: int, gate: Gate) -> dict:
         "lagrange": {"lambda_init": s["lambda_init"]},
         "train": {"batch_size": prompts_per_step * samples, "learning_rate": s["learning_rate"], "max_steps": steps,
                   "num_threads": s["threads"], "precision": s.get("precision", "fp32"), "seed": s["seed"], "save_steps": 0},
-        "tracking": {"tensorboard": False, "progress_bar": False},
+        "tracking": {"progress_bar": False},
         "output_dir": str(Path(s["workdir"]) / algorithm),
     })
     config.validate("")

@@ -132,7 +132,7 @@ def probe_overrides(model: str, algorithm: str, prompts: int, samples: int, answ
             f"cost.path={PROBE}:cost", "data.train=[builtin]", f"rollout.prompts_per_step={prompts}",
             f"rollout.samples_per_prompt={samples}", f"train.batch_size={prompts * samples}",
             f"rollout.max_new_tokens={answer}", f"data.max_length={max_length}", "train.num_threads=1",
-            "tracking.tensorboard=false", "output_dir=unused"]
+            "output_dir=unused"]
 
 
 def measured_and_estimated(model: str, algorithm: str, prompts: int, samples: int, answer: int, max_length: int):

@@ -62,6 +62,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "refusal-direction": ("saferlhf.controls.direction_stage:RefusalDirectionConfig",
                           "saferlhf.controls.direction_stage:run",
                           "find, select, ablate and add the refusal direction (Arditi et al. 2024)"),
+    "multi-seed": ("saferlhf.multi_seed:MultiSeedConfig", "saferlhf.multi_seed:run",
+                   "repeat a stage over N seeds: mean, std and Student-t confidence interval of every metric "
+                   "(command=STAGE seeds=[1,2,3] config=FILE, other keys go to the stage)"),
 }
 
 
@@ -78,8 +81,15 @@ def _close_progress_bars() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "launch":  # saferlhf launch [accelerate options] COMMAND ...: accelerate launch
+        from saferlhf.launch import main as launch
+
+        return launch(argv[1:], COMMANDS)
     parser = argparse.ArgumentParser(prog="saferlhf", description="Safe RLHF and refusal measurement.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("launch", help="run a command under accelerate launch: saferlhf launch --num_processes N "
+                                  "COMMAND ... (docs/scaling.md)")
     for name, (_, _, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", "-c", help="YAML configuration file")
@@ -120,8 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append("quick=true")
     if getattr(args, "resume", False):
         overrides.append("resume=true")
+    base = None
+    if args.command == "multi-seed":  # its own keys; every other key=value (and --config) is the stage's
+        from saferlhf.multi_seed import split_overrides
+
+        overrides, stage_overrides = split_overrides(overrides)
+        base = {"overrides": stage_overrides, **({"config": args.config} if args.config else {})}
+        args.config = None
     try:
-        config = load_config(config_cls, args.config, overrides)
+        config = load_config(config_cls, args.config, overrides, base=base)
         metrics = _load(run_target)(config)
     except EXPECTED_ERRORS as error:
         _close_progress_bars()  # so that the message starts on a line of its own

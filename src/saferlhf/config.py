@@ -105,7 +105,7 @@ class DataSource:
 
     path: str = doc("", "Local file/folder or Hugging Face dataset id.")
     format: str = doc("auto", "auto | pku-saferlhf (= decoupled) | hh-rlhf | hh-rlhf-harmless | hh-rlhf-helpful "
-                              "| trl | trl-harmless | prompts (see docs/data.md)")
+                              "| trl | trl-harmless | trl-unpaired | beavertails | prompts (see docs/data.md)")
     split: str = doc("", "Split to read for dataset ids / folders ('' = the source's default).")
     limit: int = doc(0, "Read at most this many records (0 = all).")
 

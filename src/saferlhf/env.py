@@ -14,7 +14,7 @@ from pathlib import Path
 from saferlhf.config import doc
 
 PACKAGES = ("saferlhf", "torch", "transformers", "accelerate", "peft", "trl", "datasets", "safetensors", "tokenizers",
-            "deepspeed", "vllm", "tensorboard", "wandb")
+            "deepspeed", "vllm", "tensorboard", "wandb", "trackio")
 
 
 @dataclass

@@ -54,12 +54,15 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 class RunWriter:
     """Writes ``log.jsonl``, ``metrics.json`` and ``config.yaml`` of one stage into ``output_dir``.
 
-    Only the main process should write; pass ``enabled=False`` on the others.
+    Only the main process should write; pass ``enabled=False`` on the others. With a ``tracker``
+    (:func:`saferlhf.training.tracking.open_tracker`, the stage's ``report_to``) every logged line also
+    goes to TensorBoard / W&B / trackio, under namespaced names; ``log.jsonl`` keeps its own keys.
     """
 
-    def __init__(self, output_dir: str | Path, enabled: bool = True, resume: bool = False):
+    def __init__(self, output_dir: str | Path, enabled: bool = True, resume: bool = False, tracker: Any = None):
         self.output_dir = Path(output_dir)
         self.enabled = enabled
+        self.tracker = tracker if enabled else None
         if enabled:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if not resume and (self.output_dir / "log.jsonl").exists():
@@ -71,6 +74,18 @@ class RunWriter:
         with open(self.output_dir / "log.jsonl", "a") as handle:
             handle.write(json.dumps(_clean({"step": step, **metrics})) + "\n")
             handle.flush()
+        if self.tracker is not None:
+            self.tracker.log(metrics, step)
+
+    def log_table(self, name: str, rows: list[dict], step: int) -> None:
+        """Sample answers to the tracker as a table (nothing without a tracker)."""
+        if self.tracker is not None:
+            self.tracker.log_table(name, rows, step)
+
+    def finish(self) -> None:
+        """Close the tracker (its last events written); log.jsonl needs nothing."""
+        if self.tracker is not None:
+            self.tracker.finish()
 
     def truncate_log(self, last_step: int) -> None:
         """Drop log lines after ``last_step`` (on resume from a checkpoint at that step)."""

@@ -98,7 +98,7 @@ def test_run_outputs_ptx_eval_and_tensorboard(toy_model, toy_prompts, tmp_path):
     out = tmp_path / "run"
     config = make_config(toy_model, toy_prompts, out, "ppo-lag", 3, f"ptx.data=[{ptx}]", "ptx.coeff=2.0",
                          f"data.eval=[{{path: {toy_prompts}, format: prompts}}]", "evaluation.max_prompts=6",
-                         "tracking.tensorboard=true", "train.save_steps=2", "train.eval_steps=2")
+                         "report_to=tensorboard", "train.save_steps=2", "train.eval_steps=2")
     metrics = run(config)
     log = read_log(out / "log.jsonl")
     assert [line["step"] for line in log] == [1, 2, 3]

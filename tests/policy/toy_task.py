@@ -140,6 +140,6 @@ def toy_overrides(model_dir: Path, prompts: Path, output_dir: Path, algorithm: s
         f"lagrange.cost_threshold={COST_THRESHOLD}", f"rollout.max_new_tokens={ANSWER_TOKENS}", "data.max_length=16",
         "rollout.prompts_per_step=64", "train.batch_size=32", f"train.max_steps={steps}", "train.learning_rate=3e-3",
         "train.warmup_ratio=0.0", "train.lr_scheduler=constant", "ppo.critic_learning_rate=3e-3", "ppo.kl_coeff=0.01",
-        "lagrange.lambda_lr=0.5", "lagrange.episode_cost_window=64", "train.save_steps=0", "tracking.tensorboard=false",
+        "lagrange.lambda_lr=0.5", "lagrange.episode_cost_window=64", "train.save_steps=0",
         "tracking.progress_bar=false", "train.seed=1", "train.num_threads=1",
     ]

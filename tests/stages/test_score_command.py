@@ -68,3 +68,18 @@ def test_a_trl_folder_scores_as_a_cost_model_with_its_canary(tmp_path):
     assert all(row["is_unsafe"] == (row["score"] > 0) for row in rows)  # cost rows: the sign column
     metrics = json.loads((tmp_path / "answers.scores.metrics.json").read_text())
     assert metrics["kind"] == "cost" and metrics["canary"]["kind"] == "cost" and metrics["canary"]["pairs"] == 4
+
+
+def test_trl_completion_column_is_scored_like_response(model_dir, tmp_path):
+    data = tmp_path / "answers.jsonl"
+    rows = [{"prompt": "q", "response": "a"}]
+    data.write_text(json.dumps(rows[0]) + "\n")
+    assert cli_main(["score", f"model={model_dir}", f"input={data}"]) == 0
+    expected = json.loads((tmp_path / "answers.scores.jsonl").read_text())["score"]
+    completions = tmp_path / "completions.jsonl"
+    completions.write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n"
+                           + json.dumps({"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}) + "\n")
+    assert cli_main(["score", f"model={model_dir}", f"input={completions}"]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "completions.scores.jsonl").read_text().splitlines()]
+    assert [row["score"] for row in scored] == pytest.approx([expected, expected], abs=1e-5)  # batch padding
+    assert scored[0]["completion"] == "a"

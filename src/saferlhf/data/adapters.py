@@ -15,9 +15,15 @@ Formats (``DataSource.format``):
   or conversational (message lists; without a ``prompt`` column the shared prefix of ``chosen`` and
   ``rejected`` is the prompt). ``trl`` gives ``better_response_id``; ``trl-harmless`` reads the same
   columns as a harmlessness ranking (``safer_response_id``).
+- ``trl-unpaired``: TRL's unpaired (KTO) ``prompt``/``completion``/``label`` rows, strings or
+  conversational; ``label`` true = desirable, read as **safe** (``is_response_0_safe``): one
+  response, no ranking (``record.unpaired``), for the cost model's sign term.
+- ``beavertails``: BeaverTails-style absolute labels (``PKU-Alignment/BeaverTails``): ``prompt``,
+  ``response``, ``is_safe`` and ``category`` (a mapping harm category -> true/false); unpaired too.
 - ``auto``: known dataset ids first (:data:`KNOWN_IDS`), else the columns decide:
   ``response_0``/``response_1`` -> decoupled; ``prompt``/``chosen``/``rejected`` -> trl;
-  ``chosen``/``rejected`` transcripts with Human/Assistant turns -> hh-rlhf.
+  ``chosen``/``rejected`` transcripts with Human/Assistant turns -> hh-rlhf;
+  ``prompt``/``completion``/``label`` -> trl-unpaired; ``prompt``/``response``/``is_safe`` -> beavertails.
 
 Chosen is always ``response_0`` and rejected ``response_1`` (ids 0), so a record points back at
 its row. Rows that cannot become a record (unparseable, not an object, a required column missing,
@@ -38,10 +44,11 @@ from saferlhf.data.readers import DataFormatError, RawRow, columns_of
 from saferlhf.data.records import PreferenceRecord
 
 FORMATS = ("auto", "pku-saferlhf", "decoupled", "hh-rlhf", "hh-rlhf-harmless", "hh-rlhf-helpful",
-           "trl", "trl-harmless")
+           "trl", "trl-harmless", "trl-unpaired", "beavertails")
 KNOWN_IDS = {  # dataset id prefix -> format
     "PKU-Alignment/PKU-SafeRLHF": "pku-saferlhf",
     "Anthropic/hh-rlhf": "hh-rlhf",
+    "PKU-Alignment/BeaverTails": "beavertails",
 }
 LABEL_COLUMNS = ("better_response_id", "safer_response_id", "is_response_0_safe", "is_response_1_safe",
                  "response_0_harm_category", "response_1_harm_category",
@@ -120,9 +127,14 @@ def detect_format(rows: list[RawRow], path: str) -> str:
             return "trl"
         if isinstance(first, str) and _TURN.search(first):
             return "hh-rlhf"
+    if {"prompt", "completion", "label"} <= set(columns):
+        return "trl-unpaired"
+    if {"prompt", "response", "is_safe"} <= set(columns):
+        return "beavertails"
     raise DataFormatError(f"{path}: cannot detect a preference format from columns {columns or '(none)'}; "
                           f"expected prompt/response_0/response_1 (PKU-SafeRLHF), prompt/chosen/rejected "
-                          f"(TRL) or chosen/rejected Human/Assistant transcripts (hh-rlhf)")
+                          f"(TRL) or chosen/rejected Human/Assistant transcripts (hh-rlhf), prompt/completion/label (TRL "
+                          f"unpaired) or prompt/response/is_safe (BeaverTails)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,12 +198,27 @@ def from_trl(row: dict, location: str, harmless: bool) -> PreferenceRecord:
     return record
 
 
+def from_unpaired(row: dict, location: str, response_key: str, label_key: str) -> PreferenceRecord:
+    """One response with an absolute safety label (TRL unpaired: ``label``; BeaverTails: ``is_safe``)."""
+    _require(row, ("prompt", response_key))
+    response = _completion(row[response_key], response_key)
+    is_safe = as_bool(row.get(label_key))
+    categories = _as_json(row.get("category"))
+    known = {"prompt", response_key, label_key, "category"}
+    return PreferenceRecord(prompt=_as_messages(row["prompt"]), response_0=response, response_1=response,
+                            is_response_0_safe=is_safe, is_response_1_safe=is_safe,
+                            response_0_harm_category=categories, response_1_harm_category=categories,
+                            unpaired=True, source=location, extra={k: v for k, v in row.items() if k not in known})
+
+
 ADAPTERS: dict[str, Callable[[dict, str], PreferenceRecord]] = {
     "decoupled": from_decoupled,
     "hh-rlhf-harmless": lambda row, location: from_hh_rlhf(row, location, harmless=True),
     "hh-rlhf-helpful": lambda row, location: from_hh_rlhf(row, location, harmless=False),
     "trl": lambda row, location: from_trl(row, location, harmless=False),
     "trl-harmless": lambda row, location: from_trl(row, location, harmless=True),
+    "trl-unpaired": lambda row, location: from_unpaired(row, location, "completion", "label"),
+    "beavertails": lambda row, location: from_unpaired(row, location, "response", "is_safe"),
 }
 
 

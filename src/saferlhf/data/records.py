@@ -9,6 +9,11 @@ harmless-base gives ``safer_response_id`` only.
 ``prompt`` is either a plain string (one user turn) or a list of chat messages
 (``{"role": "user"|"assistant"|"system", "content": str}``) ending with a user turn, as in
 multi-turn hh-rlhf transcripts. It is rendered with the model's chat template at tokenisation time.
+
+An *unpaired* record (``unpaired=True``: TRL's unpaired ``prompt``/``completion``/``label`` rows,
+BeaverTails' ``prompt``/``response``/``is_safe`` rows) holds one response with an absolute safety
+label and no ranking: ``response_1`` repeats ``response_0`` and only the cost model's sign term
+learns from it (:func:`saferlhf.training.score_losses.cost_loss`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class PreferenceRecord:
     response_1_harm_category: dict[str, bool] | None = None
     response_0_severity_level: int | None = None
     response_1_severity_level: int | None = None
+    unpaired: bool = False  # one response with an absolute safety label (response_1 = response_0), no ranking
     source: str = ""  # "file:line" or "dataset-id[split]:index", for error messages and reports
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -51,7 +57,11 @@ class PreferenceRecord:
         return self.safer_response_id is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's fields (``unpaired`` only when set, so that pair files keep the PKU-SafeRLHF columns)."""
+        fields = asdict(self)
+        if not self.unpaired:
+            del fields["unpaired"]
+        return fields
 
 
 def prompt_messages(prompt: Prompt) -> list[Message]:

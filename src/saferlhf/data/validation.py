@@ -14,7 +14,9 @@ Each record is checked for the reasons in :data:`REASONS`; every issue is record
 ``better_response_id``), ``harmlessness`` (a cost model needs ``safer_response_id``) or ``any``
 (at least one of them). The PKU-SafeRLHF fault check (``unsafe_safer_response``, safe-rlhf issue
 #181: the response labelled safer is labelled unsafe while the other is labelled safe) concerns the
-safety labels only and is skipped when ``need="helpfulness"``.
+safety labels only and is skipped when ``need="helpfulness"``. An unpaired record (one response with an
+absolute safety label, :attr:`PreferenceRecord.unpaired`) serves ``harmlessness`` and ``any`` when it has
+its safety label, never ``helpfulness`` (``missing_label``).
 """
 
 from __future__ import annotations
@@ -161,12 +163,13 @@ def check_record(record: PreferenceRecord, need: str = "any", tokenizer=None,
     problems += _label_problems(record, need)
     if any(reason in UNUSABLE for reason, _ in problems):
         return problems
-    empty = [i for i in (0, 1) if not record.response(i).strip()]
+    responses = (0,) if record.unpaired else (0, 1)  # an unpaired record's response_1 repeats response_0
+    empty = [i for i in responses if not record.response(i).strip()]
     problems += [("empty_response", f"response {i} is empty") for i in empty]
-    if not empty and record.response_0.strip() == record.response_1.strip():
+    if not empty and not record.unpaired and record.response_0.strip() == record.response_1.strip():
         problems.append(("identical_responses", "response 0 and response 1 are the same text"))
     if tokenizer is not None and not empty:
-        for i in (0, 1):
+        for i in responses:
             if encode(tokenizer, record.prompt, record.response(i), max_length).overlong:
                 length = len(tokenizer(record.response(i), add_special_tokens=False)["input_ids"])
                 problems.append(("overlong", f"response {i} has {length} tokens; with the prompt cut to its "
@@ -194,7 +197,8 @@ def prompt_problems(prompt: Any) -> list[tuple[str, str]]:
 
 def _type_problems(record: PreferenceRecord) -> list[tuple[str, str]]:
     problems = []
-    for i in (0, 1):
+    responses = (0,) if record.unpaired else (0, 1)  # an unpaired record's second slot repeats the first
+    for i in responses:
         value = record.response(i)
         if value is None:
             problems.append(("missing_field", f"response_{i} is missing"))
@@ -204,7 +208,7 @@ def _type_problems(record: PreferenceRecord) -> list[tuple[str, str]]:
         value = getattr(record, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             problems.append(("wrong_type", f"{name} is {value!r}, expected 0 or 1"))
-    for i in (0, 1):
+    for i in responses:
         safe = getattr(record, f"is_response_{i}_safe")
         if safe is not None and not isinstance(safe, bool):
             problems.append(("wrong_type", f"is_response_{i}_safe is {safe!r}, expected true/false"))
@@ -224,6 +228,12 @@ def _label_problems(record: PreferenceRecord, need: str) -> list[tuple[str, str]
                 if getattr(record, name) not in (None, 0, 1)]
     if problems:
         return problems
+    if record.unpaired:
+        if need == "helpfulness":
+            return [("missing_label", "an unpaired row (one response, a safety label) has no helpfulness ranking")]
+        if record.is_response_0_safe is None:
+            return [("missing_label", "an unpaired row needs its safety label (label / is_safe)")]
+        return []
     if need == "helpfulness" and record.better_response_id is None:
         problems.append(("missing_label", "no better_response_id (a reward model needs helpfulness labels)"))
     elif need == "harmlessness" and record.safer_response_id is None:

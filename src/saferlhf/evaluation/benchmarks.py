@@ -5,21 +5,22 @@ Every set becomes a list of :class:`BenchmarkPrompt` with a ``label`` in :data:`
 refusal), ``controversial`` (PHTest's ambiguous tier: reported apart, counted in neither rate) or
 ``unlabelled`` (only refusal rates are reported).
 
-Built-in names (``path`` overrides where the data is read from: a local file/folder or a hub id):
+Built-in names resolve by Hugging Face hub id (read with ``datasets.load_dataset``, so a pip install
+needs no data folder); ``path`` overrides where the set is read from: a local file / folder (the
+shipped configs and the tests use ``../shared/data``) or another hub id.
 
 ============== ============================================================ =====================
-name           default source                                               labels
+name           default hub id (local override format)                        labels
 ============== ============================================================ =====================
-xstest         ``../shared/data/xstest/xstest_prompts.csv`` (Röttger 2024)  ``label`` safe/unsafe,
-                                                                            category = ``type``
-advbench       ``../shared/data/advbench/harmful_behaviors.csv`` (Zou 2023) all harmful
-harmbench      ``../shared/data/harmbench/harmbench_behaviors_text_all.csv`` all harmful; rows
-               (Mazeika 2024)                                               with FunctionalCategory
-                                                                            ``copyright`` dropped
-or-bench       hub ``bench-llm/or-bench``: ``or-bench-hard-1k`` +           hard-1k/80k harmless,
+xstest         ``walledai/XSTest`` (Röttger 2024; or the repository's        ``label`` safe/unsafe,
+               ``xstest_prompts.csv``, or ``natolambert/xstest-v2-copy``)    category = ``type``
+advbench       ``walledai/AdvBench`` (Zou 2023; or ``harmful_behaviors.csv``) all harmful
+harmbench      ``walledai/HarmBench`` configs ``standard`` + ``contextual``  all harmful; the
+               (Mazeika 2024; or ``harmbench_behaviors_text_all.csv``)       copyright rows dropped
+or-bench       ``bench-llm/or-bench``: ``or-bench-hard-1k`` +                hard-1k/80k harmless,
                ``or-bench-toxic`` (Cui 2024); also ``or-bench-hard-1k``,    toxic harmful
                ``or-bench-toxic``, ``or-bench-80k`` alone
-phtest         hub ``furonghuang-lab/PHTest`` (An 2024), columns            ``Harmfulness``:
+phtest         ``furonghuang-lab/PHTest`` (An 2024), columns                ``Harmfulness``:
                ``Request``, ``Harmfulness``                                 harmless/controversial
 ============== ============================================================ =====================
 
@@ -41,7 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROMPT_LABELS = ("harmful", "harmless", "controversial", "unlabelled")
-SHARED_DATA = Path("../shared/data")  # relative to the working directory (the repository root)
+SHARED_DATA = Path("../shared/data")  # where the shipped configs and the tests read local copies from
+XSTEST_ID, ADVBENCH_ID, HARMBENCH_ID, PHTEST_ID = ("walledai/XSTest", "walledai/AdvBench", "walledai/HarmBench",
+                                                   "furonghuang-lab/PHTest")
+HARMBENCH_CONFIGS = ("standard", "contextual")  # the hub copy's subsets; "copyright" is left out as in the csv
 
 PROMPT_COLUMNS = ("prompt", "goal", "behavior", "request", "instruction", "question", "query", "text")
 LABEL_COLUMNS = ("label", "harmfulness", "harmful", "is_harmful", "safety")
@@ -85,13 +89,14 @@ def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", p
     """
     key = name.lower()
     if key == "xstest":
-        bench = _generic(name, path or str(SHARED_DATA / "xstest" / "xstest_prompts.csv"),
-                         prompt_column or "prompt", label_column or "label", category_column or "type", label)
+        bench = _generic(name, path or XSTEST_ID, prompt_column or "prompt", label_column or "label",
+                         category_column or "type", label, rows=None if path else read_rows(XSTEST_ID, split=""))
     elif key == "advbench":
-        bench = _generic(name, path or str(SHARED_DATA / "advbench" / "harmful_behaviors.csv"),
-                         prompt_column or "goal", label_column, category_column, label or "harmful")
+        bench = _generic(name, path or ADVBENCH_ID, prompt_column or ("goal" if path else "prompt"), label_column,
+                         category_column, label or "harmful",
+                         rows=None if path else read_rows(ADVBENCH_ID, split=""))
     elif key == "harmbench":
-        bench = _harmbench(name, path or str(SHARED_DATA / "harmbench" / "harmbench_behaviors_text_all.csv"))
+        bench = _harmbench(name, path) if path else _harmbench_hub(name)
     elif key in ("or-bench", "or-bench-hard-1k", "or-bench-toxic", "or-bench-80k"):
         bench = _or_bench(key, path)
     elif key == "builtin" or key.startswith("builtin:"):
@@ -101,7 +106,7 @@ def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", p
 
         bench = load_extra(key, name, path)
     elif key == "phtest":
-        bench = _generic(name, path or "furonghuang-lab/PHTest", prompt_column or "request",
+        bench = _generic(name, path or PHTEST_ID, prompt_column or "request",
                          label_column or "harmfulness", category_column, label)
     else:
         source = path or name
@@ -117,7 +122,8 @@ def load_benchmark(name: str, path: str = "", limit: int = 0, label: str = "", p
 
 
 def read_rows(source: str, config: str | None = None, split: str = "train") -> list[tuple[str, dict]]:
-    """``(where, row)`` pairs from a local file or a hub dataset; ``where`` is "file:line" for errors."""
+    """``(where, row)`` pairs from a local file or a hub dataset; ``where`` is "file:line" for errors.
+    ``split=""`` reads a hub dataset's only split (hub copies move between ``train`` and ``test``)."""
     path = Path(source)
     if path.is_file():
         return _read_file(path)
@@ -129,10 +135,15 @@ def read_rows(source: str, config: str | None = None, split: str = "train") -> l
     try:
         import datasets
 
-        data = datasets.load_dataset(source, config, split=split)
+        data = datasets.load_dataset(source, config, split=split or None)
     except Exception as error:  # no network, unknown id, ...
         raise BenchmarkError(f"{source}: not a local file and could not be loaded from the Hugging Face hub "
-                             f"({type(error).__name__}: {error}); download it and pass its local path") from None
+                             f"({type(error).__name__}: {error}); download it and pass its local path "
+                             "(the benchmark's path: key)") from None
+    if not split:
+        if len(data) != 1:
+            raise BenchmarkError(f"{source}: {len(data)} splits ({', '.join(data)}); expected one")
+        data = next(iter(data.values()))
     tag = f"{source}[{config}]" if config else source
     return [(f"{tag}:{i}", dict(row)) for i, row in enumerate(data)]
 
@@ -235,6 +246,21 @@ def _builtin(name: str) -> Benchmark:
     return Benchmark(name, [BenchmarkPrompt(r["prompt"], "harmful" if r["label"] == "harmful" else "harmless",
                                             r["category"], r["id"], f"{BUILTIN_PROMPTS_PATH}:{r['id']}",
                                             {"builtin_label": r["label"]}) for r in rows], str(BUILTIN_PROMPTS_PATH))
+
+
+def _harmbench_hub(name: str) -> Benchmark:
+    """HarmBench from the hub copy: columns ``prompt``, ``category`` (and ``context`` in ``contextual``), shown
+    as the csv's contextual behaviours are."""
+    prompts = []
+    for config in HARMBENCH_CONFIGS:
+        for index, (where, row) in enumerate(read_rows(HARMBENCH_ID, config=config, split="")):
+            if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+                raise BenchmarkError(f"{where}: no 'prompt' text (columns: {', '.join(map(str, row))})")
+            context = (row.get("context") or "").strip()
+            text = f"{context}\n\n---\n\n{row['prompt']}" if context else row["prompt"]
+            prompts.append(BenchmarkPrompt(text, "harmful", str(row.get("category") or ""), f"{config}-{index}", where,
+                                           {"functional_category": config}))
+    return Benchmark(name, prompts, f"{HARMBENCH_ID}[{', '.join(HARMBENCH_CONFIGS)}]")
 
 
 OR_BENCH_ID = "bench-llm/or-bench"

@@ -32,6 +32,7 @@ from saferlhf.evaluation.harm import HarmConfig
 from saferlhf.evaluation.probing import AbstentionConfig, RewriterOptions, validate_reformulation
 from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
+from saferlhf.training.tracking import ReportTo, open_tracker, report_to_field
 
 GENERATIONS = "generations.jsonl"
 
@@ -55,7 +56,8 @@ class BenchmarkConfig:
 
     name: str = doc("xstest", "xstest | advbench | harmbench | or-bench | or-bench-hard-1k | or-bench-toxic | "
                               "or-bench-80k | phtest | rmcbench | civics | forbidden-science | a file path or hub id.")
-    path: str = doc("", "Where to read a built-in set from ('' = ../shared/data/... or its hub id).")
+    path: str = doc("", "Where to read a built-in set from: a local file / folder or a hub id ('' = its hub id, "
+                        "docs/data.md).")
     limit: int = doc(0, "Use only the first N prompts (0 = all); for quick runs.")
     label: str = doc("", "Label every prompt: harmful | harmless | controversial ('' = from the file).")
     prompt_column: str = doc("", "Prompt column of a file ('' = auto: prompt, goal, behavior, request, ...).")
@@ -186,6 +188,7 @@ class EvaluateConfig:
         "auto", "dtype of the models that generate and score (auto = bf16 where the hardware has it, else fp32).")
     progress: bool = doc(True, "Show progress bars.")
     output_dir: str = doc("runs/evaluate", "Output folder.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -248,7 +251,7 @@ def run(config: EvaluateConfig) -> dict:
     if notice:
         print(f"[saferlhf evaluate] {notice}", flush=True)
     output_dir = Path(config.output_dir)
-    writer = RunWriter(output_dir)
+    writer = RunWriter(output_dir, tracker=open_tracker(config.report_to, output_dir, "evaluate", to_dict(config)))
     writer.write_config(to_dict(config))
     benchmarks = [load_benchmark(b.name, b.path, b.limit, b.label, b.prompt_column, b.label_column,
                                  b.category_column) for b in config.benchmarks]
@@ -314,7 +317,14 @@ def run(config: EvaluateConfig) -> dict:
     flat.update({f"{m}/{b}/reformulated.{t}.harmful_compliance_rate": r["harmful_compliance_rate"]
                  for m, bench in metrics["models"].items() for b, s in bench.items()
                  for t, r in s.get("reformulated", {}).items()})
+    if writer.tracker is not None:
+        writer.tracker.log({f"eval/{key}": value for key, value in flat.items()}, 0)
+        writer.log_table("eval/answers", [{key: r.get(key) for key in ANSWER_COLUMNS} for r in records], 0)
+        writer.finish()
     return {**flat, **metrics}
+
+
+ANSWER_COLUMNS = ("model", "benchmark", "label", "prompt", "response", "refusal", "reward", "cost")  # tracker table
 
 
 def _save(output_dir: Path, records: list[dict]) -> None:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from saferlhf.annotation.judge import PairJudgeConfig
 from saferlhf.config import DataSource, HubConfig, LoraConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.training.tracking import ReportTo
 from saferlhf.policy.config import (Algorithm, ConstraintConfig, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig,
                                     PPOConfig, RolloutConfig)
 
@@ -185,6 +186,8 @@ class PipelineConfig:
     safety_test: PipelineSafetyTestConfig = doc(PipelineSafetyTestConfig(), "Pass/fail test after the last round.")
     output_dir: str = doc("runs/pipeline", "Folder of the run (every finished stage in it is reused on re-run).")
     hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
+    report_to: ReportTo = doc("none", "Tracker of every stage of the run and of the pipeline's own per-round rates: "
+                                      "none | tensorboard | wandb | trackio (docs/tracking.md).")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)

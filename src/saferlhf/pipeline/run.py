@@ -38,6 +38,7 @@ from saferlhf.pipeline.labels import (WaitingForLabels, label_pairs, make_pairs,
 from saferlhf.pipeline.prompts import training_prompts
 from saferlhf.policy.config import OVER_REFUSAL
 from saferlhf.runio import RunWriter
+from saferlhf.training.tracking import flat_scalars, open_tracker
 
 HELDOUT = "heldout"  # the evaluation set of the built-in held-out prompts
 BENIGN = "benign"
@@ -59,7 +60,8 @@ def run(config: PipelineConfig) -> dict:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     output_dir = Path(config.output_dir)
-    writer = RunWriter(output_dir, resume=True)
+    writer = RunWriter(output_dir, resume=True,
+                       tracker=open_tracker(config.report_to, output_dir, "pipeline", to_dict(config)))
     writer.write_config(to_dict(config))
     train_rows = training_prompts(config.prompts)
     benchmarks = evaluation_sets(config, output_dir)
@@ -84,7 +86,10 @@ def run(config: PipelineConfig) -> dict:
         evaluation = evaluate(config, models, benchmarks, folder, output_dir / "evaluation")
         rounds.append({"round": index, "prompts": len(rows), "reward_model": scores["reward"],
                        "cost_model": scores["cost"], "policy": policy_metrics})
-        writer.write_metrics(summary(evaluation, models, rounds, started))
+        so_far = summary(evaluation, models, rounds, started)
+        writer.write_metrics(so_far)
+        if writer.tracker is not None:  # the rates of every model so far, at step = round
+            writer.tracker.log(flat_scalars(so_far["models"], "pipeline/", "/"), index)
     metrics = summary(evaluation, models, rounds, started)
     metrics["safety_test"] = safety_tests(config, models, rounds, output_dir)
     metrics.update(publish(policy, "pipeline-final", config.hub, base_model=config.base_model,
@@ -95,6 +100,7 @@ def run(config: PipelineConfig) -> dict:
                                  f"round-{config.rounds}/reward-model and cost-model."))
     writer.write_metrics(metrics)
     print(results_table(metrics), flush=True)
+    writer.finish()
     return metrics
 
 
@@ -121,7 +127,7 @@ def train_score_model(config: PipelineConfig, kind: str, preference_files: list[
             data=DataConfig(train=[DataSource(path=str(p)) for p in preference_files], eval_fraction=score.eval_fraction,
                             split_seed=config.seed, max_length=score.max_length),
             train=TrainConfig(**{**to_dict(score.train), **_shared_train_keys(config)}),
-            output_dir=str(folder), resume=True)
+            output_dir=str(folder), resume=True, report_to=config.report_to)
         train(stage, kind)
     metrics = json.loads((folder / "metrics.json").read_text())
     return {key: metrics.get(key) for key in ("eval_accuracy", "eval_sign_accuracy", "num_train_pairs", "num_eval_pairs")}
@@ -160,7 +166,7 @@ def train_policy(config: PipelineConfig, policy: str, rows: list[dict], preferen
         "lagrange": lagrange, "constraints": policy_constraints(p, folder / "prompts.jsonl"), "train": train,
         "ptx": {"data": [{"path": str(folder / "preferred.jsonl")}] if p.ptx_coeff > 0 else [], "coeff": p.ptx_coeff,
                 "batch_size": p.ptx_batch_size},
-        "output_dir": str(run_dir), "resume": True,
+        "output_dir": str(run_dir), "resume": True, "report_to": config.report_to,
     })
     return str(run_dir / "policy"), _policy_summary(stage.run(policy_config))
 
@@ -180,7 +186,8 @@ def sacpo_policy(config: PipelineConfig, policy: str, preference_files: list[Pat
         "model": {"name_or_path": policy, "lora": to_dict(p.lora)}, "objective": "sacpo",
         "train_data": [{"path": str(path)} for path in preference_files],
         "train": {**to_dict(p.train), **_shared_train_keys(config)},
-        "max_length": config.score_models.max_length, "output_dir": str(run_dir / "policy")}))
+        "max_length": config.score_models.max_length, "output_dir": str(run_dir / "policy"),
+        "report_to": config.report_to}))
     steps = dpo.STEPS["sacpo"]
     summary = {"status": "finished", "algorithm": "sacpo", "steps": sum(metrics[step]["steps"] for step in steps),
                **{f"{step}/{key}": value for step in steps for key, value in metrics[step].items()}}
@@ -259,6 +266,7 @@ def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: 
                     "max_length": config.score_models.max_length},
         "training_logs": logs, "rounds": rounds, "output_dir": str(output_dir), "precision": config.precision,
         "reuse_from": [str(Path(path) / "evaluation" / "generations.jsonl") for path in e.compare_runs],
+        "report_to": config.report_to,
     })
     metrics = run_evaluate(evaluate_config)
     return metrics, read_jsonl(output_dir / "generations.jsonl")

@@ -15,6 +15,7 @@ from typing import Literal
 from saferlhf.config import (DataConfig, DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc,
                              validate_sections)
 from saferlhf.controls.gate import PromptSet
+from saferlhf.training.tracking import ReportTo, report_to_field
 
 ALGORITHMS = ("ppo-lag", "ppo", "reward-shaping", "critic-free")
 Algorithm = Literal["ppo-lag", "ppo", "reward-shaping", "critic-free"]
@@ -233,11 +234,8 @@ class EvaluationConfig:
 
 @dataclass
 class TrackingConfig:
-    """Where per-step metrics go besides log.jsonl."""
+    """Progress bar and per-process logs (the tracker is the stage's ``report_to``, docs/tracking.md)."""
 
-    tensorboard: bool = doc(True, "Write TensorBoard event files to output_dir/tensorboard (needs tensorboard).")
-    wandb: bool = doc(False, "Also log to Weights & Biases (needs wandb and a login).")
-    project: str = doc("saferlhf", "TensorBoard run folder / W&B project name.")
     progress_bar: bool = doc(True, "Show a tqdm progress bar.")
     per_process_log: bool = doc(False, "Also write process_logs/rank<R>.jsonl from every process (its own λ before "
                                        "and after the broadcast, window mean, reward, cost): to check that processes "
@@ -293,6 +291,7 @@ class PolicyStageConfig:
     output_dir: str = doc("runs/policy", "Folder for the policy, log.jsonl, metrics.json and checkpoints.")
     hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     resume: bool = doc(False, "Continue from the newest checkpoint in output_dir (saferlhf train-policy --resume).")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)

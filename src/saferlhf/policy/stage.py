@@ -1,15 +1,16 @@
 """``saferlhf train-policy``: run :class:`~saferlhf.policy.trainer.PolicyTrainer` to the end.
 
 Around the trainer's ``step()`` this adds what a run needs: the before/after evaluation on
-``data.eval`` (greedy answers scored by R and C), ``log.jsonl`` / TensorBoard / W&B lines, a progress
-bar, atomic checkpoints every ``train.save_steps`` steps with exact resume (``--resume``), the
+``data.eval`` (greedy answers scored by R and C), ``log.jsonl`` lines and the ``report_to`` tracker
+(TensorBoard / W&B / trackio; eval answers as tables), a progress bar, atomic checkpoints every ``train.save_steps`` steps with exact resume (``--resume``), the
 non-finite-loss stop, and the final policy in ``output_dir/policy`` (a plain Hugging Face folder;
 with LoRA also the adapter in ``output_dir/policy_adapter``).
 
 Outputs: ``log.jsonl`` (one line per step: step, reward, cost, lambda, kl, episode_cost, entropy,
 response_length, clip_fraction, losses, time/*; and per constraint lambda/<name>, cost/<name>,
 episode_cost/<name>, cost_threshold/<name>), ``eval.jsonl`` and ``eval_answers_<when>.jsonl``,
-``metrics.json``, ``config.yaml``, ``tensorboard/``, ``checkpoints/step-NNNNNN``, ``policy/``.
+``metrics.json``, ``config.yaml``, ``tensorboard/`` (``report_to=tensorboard``), ``checkpoints/step-NNNNNN``,
+``policy/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from saferlhf.runio import RunWriter, _clean, read_log, truncate_jsonl
 from saferlhf.training.distributed import full_parameters, gather_from_all
 from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.setup import make_accelerator
+from saferlhf.training.tracking import open_tracker
 
 __all__ = ["PolicyStageConfig", "run", "evaluate"]
 SUMMARY_STEPS = 10  # metrics.json reports the mean of the last this many logged steps
@@ -48,16 +50,17 @@ def global_sizes(config: PolicyStageConfig, processes: int) -> dict[str, int]:
 def run(config: PolicyStageConfig) -> dict:
     """Train to ``total_steps`` (resuming if asked), evaluate, save the policy; returns final metrics."""
     output_dir = Path(config.output_dir)
-    accelerator = make_accelerator(config.train, **_tracker_arguments(config, output_dir))
+    accelerator = make_accelerator(config.train)
     identity = run_identity(config, **global_sizes(config, accelerator.num_processes))
     finished = begin_run(accelerator, output_dir, identity, config.resume, latest_checkpoint(output_dir),
                          ("checkpoints",))
     if finished is not None:
         return finished
     trainer = PolicyTrainer(config, accelerator)
-    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
+    tracker = open_tracker(config.report_to, output_dir, "train-policy", to_dict(config),
+                           enabled=accelerator.is_main_process)
+    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume, tracker=tracker)
     writer.write_config(to_dict(config))
-    accelerator.init_trackers(config.tracking.project, config=_flat_scalars(to_dict(config)))
 
     state = {"eval_before": None}
     checkpoint = latest_checkpoint(output_dir) if config.resume else None
@@ -79,7 +82,7 @@ def run(config: PolicyStageConfig) -> dict:
                 truncate_jsonl(output_dir / name, trainer.global_step if checkpoint else -1)
     if checkpoint is None and trainer.eval_sets:
         state["eval_before"] = evaluate(trainer, "before")
-        _log_eval(writer, accelerator, 0, state["eval_before"])
+        _log_eval(writer, trainer, 0, state["eval_before"])
 
     progress = tqdm(total=trainer.total_steps, initial=trainer.global_step, desc=f"train-policy {config.algorithm}",
                     unit="step", disable=not (accelerator.is_main_process and config.tracking.progress_bar))
@@ -94,13 +97,12 @@ def run(config: PolicyStageConfig) -> dict:
                                                     **trainer.process_record})) + "\n")
             if step % config.train.logging_steps == 0 or step == trainer.total_steps:
                 writer.log(step, **metrics)
-                accelerator.log(metrics, step=step)
             progress.update(1)
             progress.set_postfix(reward=f"{metrics['reward']:.3f}", cost=f"{metrics.get('cost', math.nan):.3f}",
                                  lam=f"{metrics['lambda']:.3f}", refresh=False)
             if trainer.eval_sets and config.train.eval_steps and step % config.train.eval_steps == 0 \
                     and step < trainer.total_steps:
-                _log_eval(writer, accelerator, step, evaluate(trainer, f"step{step}"))
+                _log_eval(writer, trainer, step, evaluate(trainer, f"step{step}"))
             if config.train.save_steps and step % config.train.save_steps == 0:
                 _save(trainer, state)
                 last_saved = step
@@ -108,6 +110,7 @@ def run(config: PolicyStageConfig) -> dict:
         progress.close()
         writer.write_metrics({"status": "stopped", "reason": str(error), "step": trainer.global_step,
                               "last_checkpoint": str(latest_checkpoint(output_dir) or "")})
+        writer.finish()
         accelerator.end_training()
         raise
     progress.close()
@@ -121,7 +124,7 @@ def run(config: PolicyStageConfig) -> dict:
     metrics.update(_summary(output_dir / "log.jsonl") if accelerator.is_main_process else {})
     if trainer.eval_sets:
         after = evaluate(trainer, "after")
-        _log_eval(writer, accelerator, trainer.global_step, after)
+        _log_eval(writer, trainer, trainer.global_step, after)
         metrics.update({f"before/{k}": v for k, v in (state["eval_before"] or {}).items()})
         metrics.update({f"after/{k}": v for k, v in after.items()})
     canaries = {"reward": getattr(trainer.reward_scorer, "canary", None),
@@ -133,6 +136,7 @@ def run(config: PolicyStageConfig) -> dict:
                                data=[s.path for s in config.data.train], metrics=metrics, config=to_dict(config)))
     metrics["run_identity"] = identity  # a later resume recognises this finished run by it
     writer.write_metrics(metrics)
+    writer.finish()
     accelerator.end_training()
     return metrics
 
@@ -177,14 +181,18 @@ def _evaluate(trainer: PolicyTrainer, actor, when: str) -> dict[str, float]:
     if accelerator.is_main_process:  # this process's share of the answers, for reading
         path = Path(c.output_dir) / f"eval_answers_{when}.jsonl"
         path.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+    trainer.answers = answers  # the run logs a sample of them to the tracker as a table
     return results
 
 
-def _log_eval(writer: RunWriter, accelerator, step: int, results: dict[str, float]) -> None:
+def _log_eval(writer: RunWriter, trainer: PolicyTrainer, step: int, results: dict[str, float]) -> None:
+    """eval.jsonl, and the tracker: the results and a sample of the answers as a table."""
     if writer.enabled:
         with open(writer.output_dir / "eval.jsonl", "a") as handle:
             handle.write(json.dumps({"step": step, **results}) + "\n")
-    accelerator.log(results, step=step)
+    if writer.tracker is not None:
+        writer.tracker.log(results, step)
+        writer.log_table("eval/answers", getattr(trainer, "answers", []), step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,30 +256,3 @@ def _summary(log_path: Path) -> dict[str, float]:
         if values:
             summary[f"final/{key}"] = sum(values) / len(values)
     return summary
-
-
-def _tracker_arguments(config: PolicyStageConfig, output_dir: Path) -> dict:
-    from accelerate.utils import is_tensorboard_available, is_wandb_available
-
-    wanted = {"tensorboard": (config.tracking.tensorboard, is_tensorboard_available()),
-              "wandb": (config.tracking.wandb, is_wandb_available())}
-    log_with = []
-    for name, (asked, available) in wanted.items():
-        if asked and not available:
-            print(f"[saferlhf] tracking.{name}=true but the '{name}' package is not installed: not logging to "
-                  f"{name} (pip install {name}, or set tracking.{name}=false)", flush=True)
-        elif asked:
-            log_with.append(name)
-    return {"log_with": log_with or None, "project_dir": str(output_dir / "tensorboard")}
-
-
-def _flat_scalars(tree: dict, prefix: str = "") -> dict:
-    """Nested config -> flat {dotted.key: int|float|str|bool} (what TensorBoard's hparams accept)."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat_scalars(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-    return flat
-

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from saferlhf.config import HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.data.split import split_records
@@ -42,6 +42,7 @@ from saferlhf.refusal.patterns import FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, det
 from saferlhf.refusal.xstest_agreement import xstest_agreement
 from saferlhf.runio import RunWriter, atomic_write_json, atomic_write_text
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
+from saferlhf.training.tracking import ReportTo, log_callback, open_tracker, report_to_field
 
 
 @dataclass
@@ -78,6 +79,7 @@ class RefusalClassifierConfig:
     xstest_limit: int = doc(0, "Evaluate on the first N completions per XSTest model (0 = all 450).")
     output_dir: str = doc("runs/refusal-classifier", "Where the model, metrics and logs are written.")
     hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str = "") -> None:
         validate_sections(self, prefix)
@@ -148,17 +150,6 @@ def cut_lengths(examples: list[RefusalExample], share: float, seed: int,
     return out
 
 
-class _LogToRunWriter(TrainerCallback):
-    """Copies the Trainer's log lines (loss, learning rate, validation metrics) into log.jsonl."""
-
-    def __init__(self, writer: RunWriter):
-        self.writer = writer
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            self.writer.log(state.global_step, **{"epoch": state.epoch, **logs})
-
-
 def label_frequencies(examples: list[RefusalExample]) -> tuple[float, ...]:
     """Share of each label of :data:`LABELS` among ``examples`` (the prior the classifier learns),
     add-one smoothed, ``(n_c + 1) / (n + 3)``, so that a label absent from a small set stays usable."""
@@ -214,7 +205,9 @@ def run(config: RefusalClassifierConfig) -> dict:
     torch.manual_seed(config.train.seed)
     output_dir = Path(config.output_dir)
     use_cpu_process_group_if_no_gpu()  # under accelerate launch without GPUs: one gloo group, not N lone runs
-    writer = RunWriter(output_dir, enabled=is_main_process())
+    tracker = open_tracker(config.report_to, output_dir, "refusal-classifier", to_dict(config),
+                           enabled=is_main_process())
+    writer = RunWriter(output_dir, enabled=is_main_process(), tracker=tracker)
     writer.write_config(to_dict(config))
 
     examples, dropped = [], {}
@@ -248,7 +241,7 @@ def run(config: RefusalClassifierConfig) -> dict:
         train_dataset=dataset(train_examples), eval_dataset=dataset(validation_examples) or None,
         data_collator=DataCollatorWithPadding(classifier.tokenizer),
         compute_metrics=_validation_metrics(classes, label_priors),
-        callbacks=[_LogToRunWriter(writer)],
+        callbacks=[log_callback(writer)],
     )
     train_output = trainer.train()
     classifier.model = trainer.model
@@ -298,5 +291,9 @@ def run(config: RefusalClassifierConfig) -> dict:
     atomic_write_json(output_dir / "confusion.json", confusions)
     metrics.update(publish(output_dir, "refusal-classifier", config.hub, base_model=config.model.name_or_path,
                            data=list(config.train_files), metrics=metrics, config=to_dict(config)))
+    if tracker is not None:  # the final measurements as the last point of the curves (log.jsonl: metrics.json has them)
+        tracker.log({f"eval/{k}": v for k, v in metrics.items() if "validation_" in k or "xstest" in k},
+                    train_output.global_step)
     writer.write_metrics(metrics)
+    writer.finish()
     return metrics

@@ -38,6 +38,7 @@ from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.stages.ches import drop_highest_ches, labelled
 from saferlhf.training.setup import trainer_arguments
+from saferlhf.training.tracking import ReportTo, log_callback, open_tracker, report_to_field
 
 STEPS = {"helpfulness": ("helpfulness",), "safety": ("safety",), "sacpo": ("helpfulness", "safety")}
 PREFERENCE = {"helpfulness": "better", "safety": "safer"}  # step -> which label picks y⁺
@@ -60,6 +61,7 @@ class DPOStageConfig:
     max_length: int = doc(512, "Maximum tokens of prompt + answer.")
     output_dir: str = doc("runs/dpo", "Folder for the model, metrics.json and log.jsonl.")
     hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -98,14 +100,13 @@ def dpo_step(config: DPOStageConfig, model, tokenizer, records: list[PreferenceR
                      beta=config.beta if step == "helpfulness" else config.safety_beta)
     trainer = DPOTrainer(model=apply_lora(model.train(), config.model.lora, "CAUSAL_LM"), args=args,
                          train_dataset=Dataset.from_list(preference_rows(kept, preference)),
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, callbacks=[log_callback(writer, dpo_step=step)])
     if len(trainer.train_dataset) < len(kept):  # TRL drops pairs whose answers max_length cuts away entirely
         print(f"[saferlhf dpo] {step}: {len(kept) - len(trainer.train_dataset)} of {len(kept)} pairs left out by "
               f"TRL (answers truncated away at max_length={config.max_length})", flush=True)
     result = trainer.train()
     last = {}
     for entry in trainer.state.log_history:
-        writer.log(entry.get("step", 0), dpo_step=step, **{k: v for k, v in entry.items() if k != "step"})
         last.update(entry)
     trained = trainer.model.merge_and_unload() if config.model.lora.enabled else trainer.model
     metrics = {"pairs": len(trainer.train_dataset), "dropped_by_ches": len(records) - len(kept),
@@ -117,7 +118,7 @@ def dpo_step(config: DPOStageConfig, model, tokenizer, records: list[PreferenceR
 
 def run(config: DPOStageConfig) -> dict:
     output_dir = Path(config.output_dir)
-    writer = RunWriter(output_dir)
+    writer = RunWriter(output_dir, tracker=open_tracker(config.report_to, output_dir, "dpo", to_dict(config)))
     writer.write_config(to_dict(config))
     records = [record for source in config.train_data for record in load_records(source)]
     for step in STEPS[config.objective]:  # fail on missing labels before any training
@@ -132,4 +133,5 @@ def run(config: DPOStageConfig) -> dict:
     metrics.update(publish(output_dir, "dpo", config.hub, base_model=config.model.name_or_path,
                            data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
+    writer.finish()
     return metrics

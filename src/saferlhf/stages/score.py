@@ -1,7 +1,7 @@
 """``saferlhf score``: score (prompt, response) pairs from a file with a trained reward or cost model.
 
 Input: any file or dataset id :mod:`saferlhf.data.readers` reads, with ``prompt`` and ``response``
-columns. Output: a jsonl file with the input columns plus ``score`` (and ``is_unsafe`` = score > 0
+columns (or TRL's ``completion``: a string or one assistant message). Output: a jsonl file with the input columns plus ``score`` (and ``is_unsafe`` = score > 0
 for cost models), and summary statistics returned as metrics.
 """
 
@@ -25,7 +25,7 @@ from saferlhf.runio import atomic_write_json, atomic_write_text
 class ScoreCommandConfig:
     model: str = doc("", "A score model: train-reward / train-cost output_dir, or a TRL, OpenRLHF or PKU Beaver folder or "
                          "hub id (docs/models.md).")
-    input: str = doc("", "File or dataset id with 'prompt' and 'response' columns.")
+    input: str = doc("", "File or dataset id with 'prompt' and 'response' (or TRL's 'completion') columns.")
     output: str = doc("", "Output jsonl (default: <input stem>.scores.jsonl beside the input).")
     batch_size: int = doc(16, "Pairs per forward pass.")
     max_length: int = doc(512, "Maximum tokens (prompt truncated from the left).")
@@ -38,32 +38,38 @@ class ScoreCommandConfig:
         _check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
 
 
-def _checked_row(raw: RawRow) -> dict:
-    """The row, or a ValueError naming its location and every problem (this command scores all rows or none)."""
+def _checked_row(raw: RawRow) -> tuple[dict, str]:
+    """The row and its answer (``response``, or TRL's ``completion``: a string or one assistant message), or a
+    ValueError naming its location and every problem (this command scores all rows or none)."""
     if raw.error:
         raise ValueError(f"{raw.location}: {raw.error}")
     if not isinstance(raw.row, dict):
         raise ValueError(f"{raw.location}: row is a {type(raw.row).__name__}, not an object with 'prompt' and "
-                         "'response' columns")
+                         "'response' (or 'completion') columns")
     problems = [detail for _, detail in prompt_problems(raw.row.get("prompt"))]
-    response = raw.row.get("response")
+    column = "response" if "response" in raw.row else "completion"
+    response = raw.row.get(column)
+    if (isinstance(response, list) and len(response) == 1 and isinstance(response[0], dict)
+            and response[0].get("role") == "assistant"):
+        response = response[0].get("content")  # a conversational completion
     if not isinstance(response, str):
-        problems.append("response is missing" if response is None
-                        else f"response is a {type(response).__name__}, expected a string")
+        problems.append("response is missing (a 'response' or 'completion' column)" if response is None
+                        else f"{column} is a {type(response).__name__}, expected a string or one assistant message")
     if problems:
         raise ValueError(f"{raw.location}: " + "; ".join(problems))
-    return raw.row
+    return raw.row, response
 
 
 def run(config: ScoreCommandConfig) -> dict:
-    rows = [_checked_row(raw) for raw in read_rows(config.input)]
-    if not rows:
+    checked = [_checked_row(raw) for raw in read_rows(config.input)]
+    if not checked:
         raise ValueError(f"{config.input}: no rows to score")
+    rows, answers = [row for row, _ in checked], [answer for _, answer in checked]
     model, tokenizer, canary = load_checked(config.model, kind=config.kind or None)
-    raw_scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+    raw_scores, overlong = score_pairs(model, tokenizer, [r["prompt"] for r in rows], answers,
                                        config.max_length, config.batch_size)
     scores = model.normalize(torch.tensor(raw_scores), config.normalize).tolist()
-    pairs = [json.dumps([r["prompt"], r["response"]], ensure_ascii=False) for r in rows]
+    pairs = [json.dumps([r["prompt"], a], ensure_ascii=False) for r, a in zip(rows, answers)]
     duplicates = len(pairs) - len(set(pairs))  # scored like any row (same score), and counted
     if duplicates:
         print(f"[saferlhf score] {config.input}: {duplicates} row(s) repeat an earlier (prompt, response) pair; "

@@ -38,9 +38,10 @@ from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
 from saferlhf.training.run_identity import begin_run, run_identity
 from saferlhf.training.score_losses import cost_loss, reward_loss
-from saferlhf.training.score_metrics import save_histogram, score_metrics
+from saferlhf.training.score_metrics import per_category_metrics, save_histogram, score_metrics
 from saferlhf.training.setup import (enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler,
                                     total_steps)
+from saferlhf.training.tracking import ReportTo, open_tracker, report_to_field
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ScoreStageConfig:
     disable_dropout: bool = doc(True, "Turn off dropout in the backbone (common for score models; TRL's default).")
     normalization_samples: int = doc(256, "Training pairs scored at the end for the normalisation statistics.")
     resume: bool = doc(False, "Continue from output_dir/checkpoint if it exists.")
+    report_to: ReportTo = report_to_field()
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -84,7 +86,7 @@ def _loss(kind: str, scores: torch.Tensor, batch: dict, regularization: float) -
     first, second = scores.chunk(2)  # (B,), (B,): preferred / safer first
     if kind == "reward":
         return reward_loss(first, second, regularization)
-    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization)
+    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization, batch.get("ranked"))
 
 
 def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
@@ -96,7 +98,9 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                          ("checkpoint", "checkpoint.old", "checkpoint.tmp"))
     if finished is not None:
         return finished
-    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume)
+    tracker = open_tracker(config.report_to, output_dir, f"train-{kind}", {"kind": kind, **to_dict(config)},
+                           enabled=accelerator.is_main_process)
+    writer = RunWriter(output_dir, enabled=accelerator.is_main_process, resume=config.resume, tracker=tracker)
     writer.write_config({"kind": kind, **to_dict(config)})
 
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code, padding_side="right")
@@ -137,7 +141,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
         accelerator.print(f"[saferlhf] resumed from {checkpoint_dir} at step {state['step']}")
 
     progress = tqdm(total=num_steps, initial=state["step"], desc=f"train-{kind}", disable=not accelerator.is_main_process)
-    window_loss, window_correct, window_pairs = 0.0, 0.0, 0
+    window_loss, window_correct, window_pairs, window_ranked = 0.0, 0.0, 0, 0.0
     started = time.perf_counter() - state["train_seconds"]
     model.train()
     while state["step"] < num_steps:
@@ -161,9 +165,11 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             state["batch_in_epoch"] += 1
             first, second = scores.detach().chunk(2)
             correct = (first > second) if kind == "reward" else (second > first)
+            ranked = batch["ranked"].to(first.device)  # (B,) unpaired records have no pairwise accuracy
             window_loss += loss.item() * first.numel()
-            window_correct += correct.float().sum().item()
+            window_correct += (correct.float() * ranked).sum().item()
             window_pairs += first.numel()
+            window_ranked += ranked.sum().item()
             state["pairs_seen"] += first.numel() * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
@@ -174,13 +180,14 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             if config.train.save_steps and step % config.train.save_steps == 0 and step < num_steps:
                 _stop_if_diverged(accelerator, model, batch, config.forward_bucket_size, step, checkpoint_dir)
             if step % config.train.logging_steps == 0 or step == num_steps:
-                totals = accelerator.reduce(torch.tensor([window_loss, window_correct, window_pairs],
+                totals = accelerator.reduce(torch.tensor([window_loss, window_correct, window_pairs, window_ranked],
                                                          device=accelerator.device, dtype=torch.float64), "sum")
-                loss_mean, accuracy = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
+                loss_mean = (totals[0] / totals[2]).item()
+                accuracy = (totals[1] / totals[3]).item() if totals[3] > 0 else math.nan
                 writer.log(step, loss=loss_mean, accuracy=accuracy, learning_rate=scheduler.get_last_lr()[0],
                            epoch=state["epoch"] + state["batch_in_epoch"] / max(1, batches_per_epoch))
                 progress.set_postfix(loss=f"{loss_mean:.3f}", acc=f"{accuracy:.3f}")
-                window_loss, window_correct, window_pairs = 0.0, 0.0, 0
+                window_loss, window_correct, window_pairs, window_ranked = 0.0, 0.0, 0, 0.0
             if config.train.eval_steps and step % config.train.eval_steps == 0 and step < num_steps and eval_pairs:
                 writer.log(step, **evaluate(accelerator, model, eval_pairs, kind, config, tokenizer)[0])
                 model.train()
@@ -196,6 +203,8 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     train_seconds = time.perf_counter() - started
 
     metrics, scores = evaluate(accelerator, model, eval_pairs, kind, config, tokenizer) if eval_pairs else ({}, None)
+    if kind == "cost" and scores is not None and (groups := per_category_metrics(data.eval, scores[0], scores[1])):
+        metrics["eval_per_category"] = groups  # harm categories / severity levels where the data has them
     unwrapped = accelerator.unwrap_model(model)
     mean, std = normalization_statistics(accelerator, model, train_pairs, kind, config, tokenizer)
     unwrapped.score_config.score_mean, unwrapped.score_config.score_std = mean, std
@@ -218,10 +227,11 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
                                data=[s.path for s in config.data.train], metrics=metrics, config=to_dict(config),
                                how_to_load=legacy if metrics["layout"] == "saferlhf-legacy" else ""))
         if scores is not None:
-            save_histogram(output_dir / "score_histogram.png", kind, *scores)
+            save_histogram(output_dir / "score_histogram.png", kind, *scores[:4])
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     writer.log(state["step"], **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     writer.write_metrics({**metrics, "status": "finished", "run_identity": identity})
+    writer.finish()
     accelerator.wait_for_everyone()
     return metrics
 
@@ -254,22 +264,23 @@ def score_pairs(accelerator, model, pairs, config: ScoreStageConfig, tokenizer):
     loader = pair_loader(pairs, config.train.eval_batch_size, tokenizer.pad_token_id, shuffle=False)
     loader = prepare_data_loader(loader, accelerator.device, accelerator.num_processes, accelerator.process_index)
     model.eval()
-    firsts, seconds, first_safe, second_safe = [], [], [], []
+    firsts, seconds, first_safe, second_safe, ranked = [], [], [], [], []
     for batch in tqdm(loader, desc="score pairs", leave=False, disable=not accelerator.is_main_process):
         scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"],
                                            config.forward_bucket_size)
         first, second = scores.chunk(2)
-        gathered = accelerator.gather_for_metrics((first, second, batch["first_is_safe"], batch["second_is_safe"]))
-        for bucket, value in zip((firsts, seconds, first_safe, second_safe), gathered):
+        gathered = accelerator.gather_for_metrics((first, second, batch["first_is_safe"], batch["second_is_safe"],
+                                                   batch["ranked"]))
+        for bucket, value in zip((firsts, seconds, first_safe, second_safe, ranked), gathered):
             bucket.append(value.float().cpu())
-    return tuple(torch.cat(bucket) for bucket in (firsts, seconds, first_safe, second_safe))
+    return tuple(torch.cat(bucket) for bucket in (firsts, seconds, first_safe, second_safe, ranked))
 
 
 def evaluate(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tokenizer):
     scores = score_pairs(accelerator, model, pairs, config, tokenizer)
     metrics = score_metrics(kind, *scores)
-    losses = _loss(kind, torch.cat(scores[:2]), {"first_is_safe": scores[2], "second_is_safe": scores[3]},
-                   config.regularization)
+    losses = _loss(kind, torch.cat(scores[:2]), {"first_is_safe": scores[2], "second_is_safe": scores[3],
+                                                 "ranked": scores[4]}, config.regularization)
     metrics["eval_loss"] = float(losses)
     return metrics, scores
 
@@ -277,7 +288,7 @@ def evaluate(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tok
 def normalization_statistics(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tokenizer):
     """Mean and std of scores on a seeded sample of training pairs (stored for score normalisation)."""
     sample = random.Random(config.train.seed).sample(pairs, min(len(pairs), config.normalization_samples))
-    first, second, _, _ = score_pairs(accelerator, model, sample, config, tokenizer)
+    first, second, _, _, _ = score_pairs(accelerator, model, sample, config, tokenizer)
     scores = torch.cat([first, second])
     std = float(scores.std()) if scores.numel() > 1 else 1.0
     return float(scores.mean()), std if math.isfinite(std) and std > 0 else 1.0

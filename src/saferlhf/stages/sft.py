@@ -34,6 +34,7 @@ from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 from saferlhf.training.setup import trainer_arguments
+from saferlhf.training.tracking import ReportTo, log_callback, open_tracker, report_to_field
 
 
 @dataclass
@@ -48,6 +49,7 @@ class SFTStageConfig:
     resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
     refusal_tokens: Literal["none", "single", "per-category"] = doc(
         "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
+    report_to: ReportTo = report_to_field()
 
     past_tense_refusals: int = doc(0, "Add N past-tense rewrites of harmful prompts answered with refusals "
                                       "(Andriushchenko & Flammarion 2024's defence; 0 = none).")
@@ -121,7 +123,8 @@ def run(config: SFTStageConfig) -> dict:
 
     output_dir = Path(config.output_dir)
     use_cpu_process_group_if_no_gpu()  # under accelerate launch without GPUs: one gloo group, not N lone runs
-    writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume)
+    tracker = open_tracker(config.report_to, output_dir, "sft", to_dict(config), enabled=is_main_process())
+    writer = RunWriter(output_dir, enabled=is_main_process(), resume=config.resume, tracker=tracker)
     writer.write_config(to_dict(config))
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = causal_lm_for(config.model)
@@ -147,14 +150,12 @@ def run(config: SFTStageConfig) -> dict:
     args = SFTConfig(**trainer_arguments(config.train, str(output_dir / "checkpoints"), eval_dataset is not None),
                      max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[log_callback(writer)])
     restore_old_rows = train_only_new_rows(trainer.model, first_new_row) if tokens is not None and peft_config else None
     has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(config.resume and has_checkpoint))
     if restore_old_rows is not None:
         restore_old_rows()
-    for entry in trainer.state.log_history:
-        writer.log(entry.get("step", 0), **{k: v for k, v in entry.items() if k != "step"})
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
                "num_train_examples": len(train_dataset), "past_tense_refusals": len(extra), **result.metrics}
     if eval_dataset is not None:
@@ -170,6 +171,7 @@ def run(config: SFTStageConfig) -> dict:
         metrics.update(publish(output_dir, "sft", config.hub, base_model=config.model.name_or_path,
                                data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
+    writer.finish()
     return metrics
 
 

@@ -28,6 +28,7 @@ class EncodedPair:
     second_ids: list[int]
     first_is_safe: float  # 1.0 safe, 0.0 unsafe, NaN unlabelled
     second_is_safe: float
+    ranked: float = 1.0  # 0.0 for an unpaired record: no pairwise term, the sign term of the first copy only
 
     def __len__(self) -> int:
         return max(len(self.first_ids), len(self.second_ids))
@@ -41,6 +42,13 @@ def encode_pairs(records: list[PreferenceRecord], tokenizer, max_length: int, ki
     """Tokenise each record's two responses in preference order (``kind`` is "reward" or "cost")."""
     pairs = []
     for record in records:
+        if record.unpaired:
+            if kind == "reward":
+                raise ValueError(f"{record.source}: an unpaired row (one response, a safety label) cannot train a "
+                                 "reward model (validate the data with need='helpfulness')")
+            ids = encode(tokenizer, record.prompt, record.response_0, max_length).input_ids
+            pairs.append(EncodedPair(ids, ids, _safety(record.is_response_0_safe), math.nan, ranked=0.0))
+            continue
         first = record.better_response_id if kind == "reward" else record.safer_response_id
         if first is None:
             raise ValueError(f"{record.source}: no {'better' if kind == 'reward' else 'safer'}_response_id "
@@ -80,6 +88,7 @@ def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, torc
         "attention_mask": attention_mask,
         "first_is_safe": torch.tensor([p.first_is_safe for p in pairs], dtype=torch.float32),  # (B,)
         "second_is_safe": torch.tensor([p.second_is_safe for p in pairs], dtype=torch.float32),  # (B,)
+        "ranked": torch.tensor([p.ranked for p in pairs], dtype=torch.float32),  # (B,) 0.0 = unpaired
     }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from saferlhf.config import to_dict
 
-NOT_IDENTITY = ("output_dir", "resume", "tracking", "keep_checkpoints", "evaluation", "data.eval",
+NOT_IDENTITY = ("output_dir", "resume", "tracking", "report_to", "keep_checkpoints", "evaluation", "data.eval",
                 "train.logging_steps", "train.save_steps", "train.eval_steps", "train.eval_batch_size",
                 "train.num_threads")
 

@@ -10,7 +10,9 @@ absolute safety labels, s(y) = +1 if y is labelled unsafe and -1 if safe)::
     L_C = -log σ(C(y_u) - C(y_s)) - log σ(s(y_u)·C(y_u)) - log σ(s(y_s)·C(y_s)) + η · mean(C²)
 
 so that **C(y) > 0 means unsafe**. A pair without safety labels contributes only the pairwise term
-(its sign terms are masked out). η = 0.001 in the reference scripts. The mean of the regulariser is
+(its sign terms are masked out); an unpaired record (one response y with an absolute label, TRL's
+unpaired format or BeaverTails: ``ranked = 0``, the response in both slots, the second slot's label
+NaN) contributes only its sign term ``-log σ(s(y)·C(y))``. η = 0.001 in the reference scripts. The mean of the regulariser is
 taken over the 2B scores of the batch, as in PKU-Alignment/safe-rlhf
 (``torch.stack([lower, higher]).square().mean()``).
 
@@ -39,9 +41,12 @@ def safety_sign(is_safe: torch.Tensor) -> torch.Tensor:
 
 def cost_loss(safer_scores: torch.Tensor, unsafer_scores: torch.Tensor,
               safer_is_safe: torch.Tensor, unsafer_is_safe: torch.Tensor,
-              regularization: float = 0.001) -> torch.Tensor:
-    """``L_C`` for end scores (B,) and safety labels (B,) as floats 1.0 safe / 0.0 unsafe / NaN unknown."""
+              regularization: float = 0.001, ranked: torch.Tensor | None = None) -> torch.Tensor:
+    """``L_C`` for end scores (B,) and safety labels (B,) as floats 1.0 safe / 0.0 unsafe / NaN unknown;
+    ``ranked`` (B,) is 1.0 for a ranked pair and 0.0 for an unpaired record (its pairwise term dropped)."""
     pairwise = -F.logsigmoid(unsafer_scores - safer_scores)  # (B,)
+    if ranked is not None:
+        pairwise = pairwise * ranked.to(pairwise.dtype)
     sign_terms = torch.zeros_like(pairwise)
     for scores, is_safe in ((safer_scores, safer_is_safe), (unsafer_scores, unsafer_is_safe)):
         sign = safety_sign(is_safe.to(scores.dtype))
