@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from saferlhf.annotation.files import ANSWER_KEYS, check_pair
 from saferlhf.config import _check, doc
 from saferlhf.data.records import PreferenceRecord
-from saferlhf.evaluation.judge import Judge
+from saferlhf.evaluation.judge import EndpointConfig, Judge
 
 _PAIR = """User request:
 <<<
@@ -78,21 +78,14 @@ _SAFETY = {letter: re.compile(rf"answer\s+{letter}\s*\**\s*:\s*\**\s*(safe|unsaf
 
 
 @dataclass
-class PairJudgeConfig:
+class PairJudgeConfig(EndpointConfig):
     """The judge endpoint for annotation (the fields of ``evaluate``'s ``judge`` section work too)."""
 
-    base_url: str = doc("", "Endpoint base, e.g. http://127.0.0.1:8000/v1 (required).")
-    model: str = doc("", "Model name sent to the endpoint.")
-    api_key_env: str = doc("OPENAI_API_KEY", "Environment variable holding the API key (may be unset).")
-    timeout: float = doc(60.0, "Seconds per request.")
-    max_retries: int = doc(3, "Retries on connection errors, timeouts, HTTP 429 and 5xx.")
-    max_tokens: int = doc(256, "Tokens of the judge's reply.")
     both_orders: bool = doc(True, "Ask again with the answers swapped; keep a label only if both orders agree.")
 
     def validate(self, prefix: str) -> None:
         _check(bool(self.base_url), prefix + "base_url", "must name the judge endpoint")
-        _check(bool(self.model), prefix + "model", "is required")
-        _check(self.max_retries >= 0, prefix + "max_retries", "must be >= 0")
+        super().validate(prefix)
 
 
 def _last(pattern: re.Pattern, text: str) -> str | None:

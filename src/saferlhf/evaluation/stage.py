@@ -29,6 +29,7 @@ from saferlhf.config import ConfigError, _check, doc, to_dict, validate_sections
 from saferlhf.evaluation.benchmarks import PROMPT_LABELS, load_benchmark
 from saferlhf.evaluation.controls import ControlConfig
 from saferlhf.evaluation.harm import HarmConfig
+from saferlhf.evaluation.judge import EndpointConfig
 from saferlhf.evaluation.probing import AbstentionConfig, RewriterOptions, validate_reformulation
 from saferlhf.models.precision import resolve_precision
 from saferlhf.runio import RunWriter, atomic_write_text
@@ -118,23 +119,16 @@ class ScoringConfig:
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(EndpointConfig):
     """Optional LLM judge over an OpenAI-compatible endpoint (two rubrics, two calls per answer)."""
 
-    base_url: str = doc("", "Endpoint base, e.g. http://127.0.0.1:8000/v1 ('' = no judge).")
-    model: str = doc("", "Model name sent to the endpoint.")
-    api_key_env: str = doc("OPENAI_API_KEY", "Environment variable holding the API key (may be unset).")
     aspects: list[str] = doc(["helpfulness", "harmlessness"], "Rubrics to score.")
-    timeout: float = doc(60.0, "Seconds per request.")
-    max_retries: int = doc(3, "Retries on connection errors, timeouts, HTTP 429 and 5xx.")
-    max_tokens: int = doc(256, "Tokens of the judge's reply.")
 
     def validate(self, prefix: str) -> None:
-        _check(not self.base_url or bool(self.model), prefix + "model", "is required when base_url is set")
+        super().validate(prefix)
         for i, aspect in enumerate(self.aspects):
             _check(aspect in ("helpfulness", "harmlessness"), f"{prefix}aspects[{i}]",
                    "must be helpfulness or harmlessness")
-        _check(self.max_retries >= 0, prefix + "max_retries", "must be >= 0")
 
 
 @dataclass

@@ -32,7 +32,6 @@ on the harmless prompts, counts: generated / kept / controversial / dropped per 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,32 +39,11 @@ from typing import Literal
 import torch
 
 from saferlhf.config import ModelConfig, _check, doc, to_dict, validate_sections
+from saferlhf.evaluation.judge import EndpointConfig
 from saferlhf.runio import RunWriter, atomic_write_text
 from saferlhf.stages import pseudo_harmful_generation as gen
 
 FILTER_DEFAULTS = {"judge": (5.5, 2.0), "gate": (None, 0.5), "cost": (0.0, 0.5), "none": (0.0, 0.0)}
-
-
-@dataclass
-class EndpointConfig:
-    """An OpenAI-compatible chat endpoint ('' base_url = not used)."""
-
-    base_url: str = doc("", "Endpoint base, e.g. http://127.0.0.1:8000/v1 ('' = none).")
-    model: str = doc("", "Model name sent to the endpoint.")
-    api_key_env: str = doc("OPENAI_API_KEY", "Environment variable holding the API key (may be unset).")
-    timeout: float = doc(60.0, "Seconds per request.")
-    max_retries: int = doc(3, "Retries on connection errors, timeouts, HTTP 429 and 5xx.")
-    max_tokens: int = doc(512, "Tokens of each reply.")
-
-    def validate(self, prefix: str) -> None:
-        _check(not self.base_url or bool(self.model), prefix + "model", "is required when base_url is set")
-        _check(self.max_retries >= 0, prefix + "max_retries", "must be >= 0")
-
-    def client(self, temperature: float):
-        from saferlhf.evaluation.judge import Judge
-
-        return Judge(self.base_url, self.model, os.environ.get(self.api_key_env) or None, self.timeout,
-                     self.max_retries, max_tokens=self.max_tokens, temperature=temperature)
 
 
 @dataclass
@@ -74,7 +52,8 @@ class PseudoHarmfulConfig:
 
     target: ModelConfig = doc(ModelConfig(), "The model whose refusals are measured (and provoked, method=token).")
     generator: ModelConfig = doc(ModelConfig(), "Local generator model (used when generator_endpoint.base_url is '').")
-    generator_endpoint: EndpointConfig = doc(EndpointConfig(), "Generator over an endpoint (method=sentence only).")
+    generator_endpoint: EndpointConfig = doc(EndpointConfig(max_tokens=512),
+                                             "Generator over an endpoint (method=sentence only).")
     judge: EndpointConfig = doc(EndpointConfig(max_tokens=128), "Harm judge endpoint (filter=judge).")
     seeds: str = doc("builtin:heldout", "builtin | builtin:train | builtin:heldout (the project's harmful prompts), "
                                         "a benchmark name (advbench, harmbench) or a csv/jsonl file of prompts.")
