@@ -7,7 +7,7 @@ any moment leaves the previous checkpoint intact. Only the main process writes; 
 
 Nothing is unpickled: Accelerate reads weights from safetensors and optimiser and RNG states with
 ``weights_only=True``; the scheduler's state travels in the JSON file instead of Accelerate's
-``custom_checkpoint_<i>.pkl`` (which Accelerate reads with ``weights_only=False``), so nothing may be
+``custom_checkpoint_<i>.pkl`` (which Accelerate would unpickle without restriction), so nothing may be
 registered with ``register_for_checkpointing``. A file that would need more is refused
 (:class:`~saferlhf.training.run_identity.ResumeError` naming it).
 """
