@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from saferlhf.controls import direction as rd
-from saferlhf.controls.direction_report import roc_auc
+from saferlhf.controls.probe import auc
 from saferlhf.controls.direction_select import select_direction
 from saferlhf.models.loading import load_causal_lm, load_tokenizer
 
@@ -63,7 +63,7 @@ def test_refusal_score_and_kl_hand_computed():
 
 def test_roc_auc_hand_computed():
     scores, labels = torch.tensor([0.9, 0.1, 0.5, 0.5]), torch.tensor([1, 0, 1, 0])
-    assert roc_auc(scores, labels) == 3.5 / 4  # pairs: 0.9>0.1, 0.9>0.5, 0.5>0.1, 0.5=0.5 (half)
+    assert auc(scores, labels) == 3.5 / 4  # pairs: 0.9>0.1, 0.9>0.5, 0.5>0.1, 0.5=0.5 (half)
 
 
 def test_select_direction_applies_the_reference_filters():

@@ -15,22 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-import torch  # noqa: E402
 
 from saferlhf.report.figures import COLORS  # noqa: E402
 
 
 def _color(i: int) -> str:
     return COLORS[i % len(COLORS)]
-
-
-def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """P(score of a positive > score of a negative), ties counted half (the Mann-Whitney form of the AUC)."""
-    positive, negative = scores[labels.bool()], scores[~labels.bool()]
-    if len(positive) == 0 or len(negative) == 0:
-        raise ValueError("AUC needs at least one positive and one negative example")
-    greater = (positive[:, None] > negative[None, :]).double() + 0.5 * (positive[:, None] == negative[None, :]).double()
-    return float(greater.mean())
 
 
 def layer_figure(metrics: dict):

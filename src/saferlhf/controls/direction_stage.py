@@ -36,7 +36,8 @@ import torch
 from saferlhf.config import ConfigError, HubConfig, _check, doc, to_dict, validate_sections
 from saferlhf.controls import direction as rd
 from saferlhf.controls.direction_select import score_candidates, select_direction
-from saferlhf.controls.direction_report import layer_figure, roc_auc
+from saferlhf.controls.direction_report import layer_figure
+from saferlhf.controls.probe import auc
 from saferlhf.data.builtin import LABELS as BUILTIN_LABELS
 from saferlhf.data.builtin import builtin_prompts
 from saferlhf.data.split import split_records
@@ -372,7 +373,7 @@ def _projection_auc(model, tokenizer, config: PromptSetConfig, directions, chose
     acts = rd.block_inputs(model, tokenizer, [r["prompt"] for r in rows], [positions[position_index]], batch)[:, :, 0]
 
     def aucs(direction_at):  # None where the candidate is zero (block 0 at a template token)
-        return [roc_auc(rd.project(acts[:, l], direction_at(l)), labels) if direction_at(l).norm() > 0 else None
+        return [auc(rd.project(acts[:, l], direction_at(l)), labels) if direction_at(l).norm() > 0 else None
                 for l in range(acts.shape[1])]
 
     return {"prompts": len(rows), "source": config.source,

@@ -57,10 +57,14 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2) -> tuple[torch
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting one half."""
-    positive, negative = scores[labels == 1], scores[labels == 0]
-    greater = (positive[:, None] > negative[None, :]).float() + 0.5 * (positive[:, None] == negative[None, :]).float()
-    return greater.mean().item()
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting one half
+    (the Mann-Whitney form); ``ValueError`` without at least one positive and one negative."""
+    labels = labels.bool()
+    positive, negative = scores[labels], scores[~labels]
+    if len(positive) == 0 or len(negative) == 0:
+        raise ValueError("AUC needs at least one positive and one negative example")
+    greater = (positive[:, None] > negative[None, :]).double() + 0.5 * (positive[:, None] == negative[None, :]).double()
+    return float(greater.mean())
 
 
 @dataclass
