@@ -1,0 +1,37 @@
+"""experiments/refusal_sft_data.py: harmful rows get a written refusal and keep the model's own answer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "refusal_sft_data.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("refusal_sft_data", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_for_pairs_refusals_with_own_answers():
+    from saferlhf.pipeline.refusal_templates import refusal_for
+
+    prompts = [{"prompt": "hurt someone", "label": "harmful", "category": "violence"},
+               {"prompt": "bake bread", "label": "benign", "category": "cooking"}]
+    rows = _module().rows_for(prompts, ["Sure, here is how", "Knead it"])
+    assert rows[0] == {"prompt": "hurt someone", "label": "harmful", "category": "violence",
+                       "response": refusal_for("hurt someone"), "harmful_response": "Sure, here is how",
+                       "refusal": True}
+    assert rows[1] == {"prompt": "bake bread", "label": "benign", "category": "cooking", "response": "Knead it",
+                       "refusal": False}
+
+
+def test_script_on_the_tiny_model(tmp_path):
+    out = tmp_path / "data.jsonl"
+    summary = _module().main(["--model", "tiny-llama", "--output", str(out), "--limit", "3", "--max-new-tokens", "4"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["rows"] == len(rows) == 3
+    assert all(("harmful_response" in r) == (r["label"] == "harmful") for r in rows)
