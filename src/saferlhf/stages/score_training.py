@@ -108,6 +108,8 @@ def severity_counts(pairs: list, weights_per_level: list[float]) -> dict:
 
 
 def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
+    if config.severity_weights and kind != "cost":
+        raise ValueError("severity_weights: only train-cost weights its pairs by severity (a reward model has no harm)")
     accelerator = make_accelerator(config.train)
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoint"
@@ -127,8 +129,6 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     eval_pairs = encode_pairs(data.eval, tokenizer, config.data.max_length, kind)
     if not train_pairs:
         raise ValueError("no training pairs left after validation; see the data report above")
-    if config.severity_weights and kind != "cost":
-        raise ValueError("severity_weights: only train-cost weights its pairs by severity (a reward model has no harm)")
     severity = severity_counts(train_pairs, config.severity_weights) if config.severity_weights else None
     if severity and severity["train_pairs_without_level"]:
         accelerator.print(f"[saferlhf] severity_weights: {severity['train_pairs_without_level']} of {len(train_pairs)} "
