@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from saferlhf.training.score_losses import cost_loss, reward_loss, safety_sign
+from saferlhf.training.score_losses import cost_loss, reward_loss, safety_sign, severity_weights
 
 NAN = math.nan
 
@@ -58,3 +58,34 @@ def test_cost_loss_pushes_unsafe_cost_up_and_safe_cost_down():
     cost_loss(safer, unsafer, torch.tensor([1.0]), torch.tensor([0.0])).backward()
     assert safer.grad.item() > 0  # gradient descent lowers the safe response's cost
     assert unsafer.grad.item() < 0  # and raises the unsafe one's
+
+
+def test_severity_weights_per_level_and_unlabelled():
+    # levels 3, none, 2 with w = [1, 1, 2, 3]: 3, 1 (no level), 2
+    weights = severity_weights(torch.tensor([3.0, NAN, 2.0]), [1.0, 1.0, 2.0, 3.0])
+    assert weights.tolist() == [3.0, 1.0, 2.0]
+
+
+def test_severity_weighted_cost_loss_three_pairs():
+    # pair 1: safer -1 (safe), less safe 2 (unsafe), severe (3): 0.048587 + 0.126928 + 0.313262 = 0.488777, w 3
+    # pair 2: unlabelled, safer 0.5, less safe 0: -log σ(-0.5) = 0.974077, no level -> w 1
+    # pair 3: safer 0 (safe), less safe 1 (unsafe), moderate (2): -log σ(1) + -log σ(1) + -log σ(0)
+    #         = 0.313262 + 0.313262 + 0.693147 = 1.319671, w 2
+    # weighted: (3 · 0.488777 + 0.974077 + 2 · 1.319671) / 3 = 1.693250 (unweighted mean 0.927508)
+    args = (torch.tensor([-1.0, 0.5, 0.0]), torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, NAN, 1.0]),
+            torch.tensor([0.0, NAN, 0.0]))
+    weights = severity_weights(torch.tensor([3.0, NAN, 2.0]), [1.0, 1.0, 2.0, 3.0])
+    assert cost_loss(*args, regularization=0.0, weights=weights).item() == pytest.approx(1.69324975, abs=1e-6)
+    assert cost_loss(*args, regularization=0.0).item() == pytest.approx(0.92750820, abs=1e-6)
+    # η is not weighted: 0.01 · mean(1, 0.25, 0, 4, 0, 1) = 0.01 · 1.041667
+    assert cost_loss(*args, regularization=0.01, weights=weights).item() == pytest.approx(1.70366642, abs=1e-6)
+
+
+def test_unit_severity_weights_give_the_unweighted_loss_bit_for_bit():
+    generator = torch.Generator().manual_seed(0)
+    safer, unsafer = torch.randn(8, generator=generator), torch.randn(8, generator=generator)
+    safe = torch.tensor([1.0, NAN, 1.0, 0.0, 1.0, NAN, 1.0, 1.0])
+    unsafe = torch.tensor([0.0, NAN, 0.0, 0.0, 1.0, NAN, 0.0, NAN])
+    levels = torch.tensor([3.0, NAN, 1.0, 2.0, 0.0, NAN, 3.0, 1.0])
+    plain = cost_loss(safer, unsafer, safe, unsafe)
+    assert torch.equal(cost_loss(safer, unsafer, safe, unsafe, weights=severity_weights(levels, [1, 1, 1, 1])), plain)

@@ -13,6 +13,8 @@ metrics hold nothing to draw (no reward model, a single model, no training log, 
 - :func:`pattern_figure`: "Beyond No" pattern rates per model.
 - :func:`elo_figure`: Elo ratings with bootstrap intervals, one panel per outcome source.
 - :func:`training_figure`: reward, cost and Lagrange multiplier curves from training logs.
+- :func:`constraints_figure`: one column per constraint of a multi-constraint policy run: its episode
+  cost Ĵ_ci (and the batch mean cost, lighter) against its threshold d_i (dashed) on top, its λ_i below.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CURVE_KEYS = {  # panel -> substrings of training-log keys drawn in it
     "cost": ("cost",),
     "Lagrange multiplier λ": ("lambda", "lagrange", "multiplier"),
 }
+CONSTRAINT_PREFIXES = ("lambda/", "episode_cost/", "cost/", "cost_threshold/")  # + <name>: constraints_figure's keys
 
 
 def _color(i: int) -> str:
@@ -230,8 +233,9 @@ def training_figure(logs: dict[str, list[dict]]):
     panels = {}
     for panel, needles in CURVE_KEYS.items():
         for run, rows in logs.items():
-            keys = sorted({k for r in rows for k, v in r.items() if k != "step" and isinstance(v, (int, float))
-                           and not isinstance(v, bool) and any(n in k.lower() for n in needles)})
+            per_constraint = {prefix + name for name in _constraint_names({run: rows}) for prefix in CONSTRAINT_PREFIXES}
+            keys = sorted({k for r in rows for k, v in r.items() if k != "step" and _is_number(v)
+                           and any(n in k.lower() for n in needles) and k not in per_constraint})
             for key in keys:
                 if panel == "cost" and any(n in key.lower() for n in CURVE_KEYS["Lagrange multiplier λ"]):
                     continue  # "cost_multiplier"-like keys belong to the λ panel
@@ -250,6 +254,49 @@ def training_figure(logs: dict[str, list[dict]]):
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def constraints_figure(logs: dict[str, list[dict]]):
+    """Per constraint ``<name>`` (log keys ``lambda/<name>``, ``episode_cost/<name>``, ``cost/<name>``,
+    ``cost_threshold/<name>``, policy/constraints.py): top, Ĵ_ci and the batch cost (lighter) with d_i as a
+    dashed step line (the logged values, so a threshold that changes shows its changes); bottom, λ_i.
+    One colour per run; None when no log has a ``lambda/<name>`` key."""
+    names = _constraint_names(logs)
+    if not names:
+        return None
+    figure, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 6.0), squeeze=False, sharex="col")
+    for column, name in enumerate(names):
+        top, bottom = axes[0][column], axes[1][column]
+        for i, (run, rows) in enumerate(logs.items()):
+            prefix = f"{run}: " if len(logs) > 1 else ""
+            for axis, key, style in ((top, f"cost/{name}", dict(alpha=0.35, linewidth=0.8, label="batch cost")),
+                                     (top, f"episode_cost/{name}", dict(linewidth=1.4, label="episode cost Ĵ")),
+                                     (top, f"cost_threshold/{name}", dict(linestyle="--", linewidth=1.2,
+                                                                          drawstyle="steps-post", label="threshold d")),
+                                     (bottom, f"lambda/{name}", dict(linewidth=1.4, label="λ"))):
+                points = [(r.get("step", j), r[key]) for j, r in enumerate(rows) if _is_number(r.get(key))]
+                if points:
+                    axis.plot([p[0] for p in points], [p[1] for p in points], color=_color(i),
+                              **{**style, "label": prefix + style["label"]}, gid=key)
+        top.set_title(f"constraint {name}", fontsize=10)
+        top.set_ylabel("cost")
+        bottom.set_ylabel(f"λ ({name})")
+        bottom.set_xlabel("step")
+        for axis in (top, bottom):
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=6)
+    figure.tight_layout()
+    return figure
+
+
+def _constraint_names(logs: dict[str, list[dict]]) -> list[str]:
+    """Constraint names in order of first appearance: ``<name>`` of every ``lambda/<name>`` log key."""
+    return list(dict.fromkeys(k.split("/", 1)[1] for rows in logs.values() for r in rows for k in r
+                              if k.startswith("lambda/")))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _group(rows) -> dict[str, list[dict]]:

@@ -154,6 +154,8 @@ def write_report(output_dir, metrics: dict, generations: list[dict], training_lo
     if logs:
         doc.heading("Training curves")
         doc.figure(F.training_figure(logs), "training", "Reward, cost and λ during training")
+        doc.figure(F.constraints_figure(logs), "constraints",
+                   "Each constraint: episode cost (batch cost lighter) against its threshold (dashed), and its λ")
     _examples_section(doc, generations, primary, examples_per_kind)
     body = "\n".join(doc.html)
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"

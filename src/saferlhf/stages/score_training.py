@@ -37,7 +37,7 @@ from saferlhf.runio import RunWriter
 from saferlhf.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from saferlhf.training.pairs import encode_pairs, forward_in_length_buckets, pair_loader
 from saferlhf.training.run_identity import begin_run, run_identity
-from saferlhf.training.score_losses import cost_loss, reward_loss
+from saferlhf.training.score_losses import cost_loss, reward_loss, severity_weights
 from saferlhf.training.score_metrics import per_category_metrics, save_histogram, score_metrics
 from saferlhf.training.setup import (enable_gradient_checkpointing, make_accelerator, make_optimizer, make_scheduler,
                                     total_steps)
@@ -55,6 +55,9 @@ class ScoreStageConfig:
     output_dir: str = doc("runs/score-model", "Folder for the model, metrics.json and log.jsonl.")
     hub: HubConfig = doc(HubConfig(), "Push the saved model (and its model card) to the Hugging Face Hub.")
     regularization: float = doc(0.001, "η: weight of the score regulariser mean(score²).")
+    severity_weights: list[float] = doc(
+        [], "train-cost: w(level) for PKU-SafeRLHF severity levels 0-3 of a pair's more severe answer, e.g. "
+            "[1, 1, 2, 3]; pairs without a level get 1; [] = unweighted L_C (training/score_losses.py).")
     pooling: Literal["auto", "last", "mean"] = doc(
         "auto", "Sequence score: last non-padding token, or masked mean; auto = last for decoders, mean for encoders.")
     group_by_length: bool = doc(True, "Batch pairs of similar length together (less padding, faster).")
@@ -69,6 +72,9 @@ class ScoreStageConfig:
         validate_sections(self, prefix)
         _check(len(self.data.train) > 0, prefix + "data.train", "must list at least one data source")
         _check(self.regularization >= 0, prefix + "regularization", "must be >= 0")
+        _check(not self.severity_weights or (len(self.severity_weights) == 4 and
+                                             all(w >= 0 and math.isfinite(w) for w in self.severity_weights)),
+               prefix + "severity_weights", "must be [] or 4 finite weights >= 0, one per severity level 0-3")
         _check(self.forward_bucket_size >= 0, prefix + "forward_bucket_size", "must be >= 0")
         _check(self.normalization_samples > 0, prefix + "normalization_samples", "must be > 0")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
@@ -82,14 +88,28 @@ def run_cost(config: ScoreStageConfig) -> dict:
     return train_score_model(config, "cost")
 
 
-def _loss(kind: str, scores: torch.Tensor, batch: dict, regularization: float) -> torch.Tensor:
+def _loss(kind: str, scores: torch.Tensor, batch: dict, regularization: float,
+          weights_per_level: list[float] | None = None) -> torch.Tensor:
+    """The training loss of a batch; ``weights_per_level`` (cost only) weights pairs by severity (``L_C^w``)."""
     first, second = scores.chunk(2)  # (B,), (B,): preferred / safer first
     if kind == "reward":
         return reward_loss(first, second, regularization)
-    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization, batch.get("ranked"))
+    weights = severity_weights(batch["severity_level"], weights_per_level) if weights_per_level else None
+    return cost_loss(first, second, batch["first_is_safe"], batch["second_is_safe"], regularization, batch.get("ranked"),
+                     weights)
+
+
+def severity_counts(pairs: list, weights_per_level: list[float]) -> dict:
+    """How the severity weighting applies to the training pairs: pairs per level and without a level (w = 1)."""
+    levels = [pair.severity_level for pair in pairs]
+    return {"weights": list(weights_per_level),
+            "train_pairs_per_level": {str(level): sum(1 for x in levels if x == level) for level in range(4)},
+            "train_pairs_without_level": sum(1 for x in levels if math.isnan(x))}
 
 
 def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
+    if config.severity_weights and kind != "cost":
+        raise ValueError("severity_weights: only train-cost weights its pairs by severity (a reward model has no harm)")
     accelerator = make_accelerator(config.train)
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoint"
@@ -109,6 +129,10 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
     eval_pairs = encode_pairs(data.eval, tokenizer, config.data.max_length, kind)
     if not train_pairs:
         raise ValueError("no training pairs left after validation; see the data report above")
+    severity = severity_counts(train_pairs, config.severity_weights) if config.severity_weights else None
+    if severity and severity["train_pairs_without_level"]:
+        accelerator.print(f"[saferlhf] severity_weights: {severity['train_pairs_without_level']} of {len(train_pairs)} "
+                          "training pairs have no severity level (weight 1)")
 
     model = ScoreModel.from_backbone(config.model.name_or_path, kind=kind, pooling=config.pooling,
                                      trust_remote_code=config.model.trust_remote_code, **load_options(config.model))
@@ -152,7 +176,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
             with accelerator.accumulate(model):
                 scores = forward_in_length_buckets(model, batch["input_ids"], batch["attention_mask"],
                                                    config.forward_bucket_size)  # (2B,)
-                loss = _loss(kind, scores, batch, config.regularization)
+                loss = _loss(kind, scores, batch, config.regularization, config.severity_weights)
                 if _any_process(accelerator, not torch.isfinite(loss)):  # all stop together, none waits in backward
                     raise FloatingPointError(
                         f"non-finite {kind} loss at step {state['step'] + 1} (this process: {loss.item()}); stopping. "
@@ -218,6 +242,7 @@ def train_score_model(config: ScoreStageConfig, kind: str) -> dict:
         "train_score_mean": mean,
         "train_score_std": std,
         "data_report": data.report.to_dict(),
+        **({"severity_weighting": severity} if severity else {}),
     })
     if accelerator.is_main_process:
         metrics["canary"] = canary_check(unwrapped, tokenizer, kind, str(output_dir), config.data.max_length)
@@ -281,7 +306,7 @@ def evaluate(accelerator, model, pairs, kind: str, config: ScoreStageConfig, tok
     metrics = score_metrics(kind, *scores)
     losses = _loss(kind, torch.cat(scores[:2]), {"first_is_safe": scores[2], "second_is_safe": scores[3],
                                                  "ranked": scores[4]}, config.regularization)
-    metrics["eval_loss"] = float(losses)
+    metrics["eval_loss"] = float(losses)  # unweighted L_C even with severity_weights: comparable across runs
     return metrics, scores
 
 

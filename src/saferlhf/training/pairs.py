@@ -29,6 +29,7 @@ class EncodedPair:
     first_is_safe: float  # 1.0 safe, 0.0 unsafe, NaN unlabelled
     second_is_safe: float
     ranked: float = 1.0  # 0.0 for an unpaired record: no pairwise term, the sign term of the first copy only
+    severity_level: float = math.nan  # the more severe response's level 0-3 (PKU-SafeRLHF), NaN = not labelled
 
     def __len__(self) -> int:
         return max(len(self.first_ids), len(self.second_ids))
@@ -36,6 +37,13 @@ class EncodedPair:
 
 def _safety(value: bool | None) -> float:
     return math.nan if value is None else float(bool(value))
+
+
+def pair_severity(record: PreferenceRecord) -> float:
+    """Severity level of the more severe response (0-3), NaN unless every response of the record has one."""
+    levels = [record.response_0_severity_level] if record.unpaired else \
+        [record.response_0_severity_level, record.response_1_severity_level]
+    return math.nan if any(level is None for level in levels) else float(max(levels))
 
 
 def encode_pairs(records: list[PreferenceRecord], tokenizer, max_length: int, kind: str) -> list[EncodedPair]:
@@ -47,7 +55,8 @@ def encode_pairs(records: list[PreferenceRecord], tokenizer, max_length: int, ki
                 raise ValueError(f"{record.source}: an unpaired row (one response, a safety label) cannot train a "
                                  "reward model (validate the data with need='helpfulness')")
             ids = encode(tokenizer, record.prompt, record.response_0, max_length).input_ids
-            pairs.append(EncodedPair(ids, ids, _safety(record.is_response_0_safe), math.nan, ranked=0.0))
+            pairs.append(EncodedPair(ids, ids, _safety(record.is_response_0_safe), math.nan, ranked=0.0,
+                                     severity_level=pair_severity(record)))
             continue
         first = record.better_response_id if kind == "reward" else record.safer_response_id
         if first is None:
@@ -59,6 +68,7 @@ def encode_pairs(records: list[PreferenceRecord], tokenizer, max_length: int, ki
             second_ids=encode(tokenizer, record.prompt, record.response(second), max_length).input_ids,
             first_is_safe=_safety(record.is_safe(first)),
             second_is_safe=_safety(record.is_safe(second)),
+            severity_level=pair_severity(record),
         ))
     return pairs
 
@@ -75,7 +85,7 @@ class PairDataset(Dataset):
 
 
 def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask`` of shape (2B, L) plus safety labels (B,)."""
+    """Right-padded ``input_ids``/``attention_mask`` of shape (2B, L) plus safety labels and severity levels (B,)."""
     sequences = [p.first_ids for p in pairs] + [p.second_ids for p in pairs]
     length = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)  # (2B, L)
@@ -89,6 +99,7 @@ def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, torc
         "first_is_safe": torch.tensor([p.first_is_safe for p in pairs], dtype=torch.float32),  # (B,)
         "second_is_safe": torch.tensor([p.second_is_safe for p in pairs], dtype=torch.float32),  # (B,)
         "ranked": torch.tensor([p.ranked for p in pairs], dtype=torch.float32),  # (B,) 0.0 = unpaired
+        "severity_level": torch.tensor([p.severity_level for p in pairs], dtype=torch.float32),  # (B,) NaN = none
     }
 
 

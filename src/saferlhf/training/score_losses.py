@@ -16,6 +16,17 @@ NaN) contributes only its sign term ``-log σ(s(y)·C(y))``. η = 0.001 in the r
 taken over the 2B scores of the batch, as in PKU-Alignment/safe-rlhf
 (``torch.stack([lower, higher]).square().mean()``).
 
+Severity-weighted cost (an option of this project, not of the paper; ``train-cost severity_weights=[w0, w1, w2, w3]``):
+PKU-SafeRLHF labels each response with a severity level ℓ(y) ∈ {0 safe, 1 minor, 2 moderate, 3 severe}. Each
+pair's terms are weighted by the level of its more severe response, ℓ = max(ℓ(y_s), ℓ(y_u)), and the batch
+mean stays over the B pairs::
+
+    L_C^w = (1/B) Σ_i w(ℓ_i) · [-log σ(C(y_u,i) - C(y_s,i)) - log σ(s(y_u,i)·C(y_u,i)) - log σ(s(y_s,i)·C(y_s,i))]
+            + η · mean(C²)
+
+so that a mistake on severe harm costs the model more than one on minor harm. A pair without a level
+(either response unlabelled) gets w = 1. Without the option the loss is ``L_C`` above, bit for bit.
+
 Why hand-written: no library ships the cost model's sign loss; TRL's ``RewardTrainer`` has the
 Bradley-Terry term (and ``center_rewards_coefficient``, a different regulariser) only.
 """
@@ -39,11 +50,21 @@ def safety_sign(is_safe: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(sign, nan=0.0)
 
 
+def severity_weights(levels: torch.Tensor, weights_per_level: list[float] | tuple[float, ...]) -> torch.Tensor:
+    """w(ℓ) for pair severity levels (B,) (0-3 as floats, NaN = no level -> 1.0); ``weights_per_level[ℓ]`` = w(ℓ)."""
+    table = torch.tensor(list(weights_per_level), dtype=torch.float32, device=levels.device)
+    known = ~torch.isnan(levels)
+    index = torch.where(known, levels, torch.zeros_like(levels)).long()
+    return torch.where(known, table[index], torch.ones_like(levels, dtype=torch.float32))
+
+
 def cost_loss(safer_scores: torch.Tensor, unsafer_scores: torch.Tensor,
               safer_is_safe: torch.Tensor, unsafer_is_safe: torch.Tensor,
-              regularization: float = 0.001, ranked: torch.Tensor | None = None) -> torch.Tensor:
+              regularization: float = 0.001, ranked: torch.Tensor | None = None,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
     """``L_C`` for end scores (B,) and safety labels (B,) as floats 1.0 safe / 0.0 unsafe / NaN unknown;
-    ``ranked`` (B,) is 1.0 for a ranked pair and 0.0 for an unpaired record (its pairwise term dropped)."""
+    ``ranked`` (B,) is 1.0 for a ranked pair and 0.0 for an unpaired record (its pairwise term dropped);
+    ``weights`` (B,) multiplies each pair's terms (``L_C^w``, e.g. :func:`severity_weights`), None = ``L_C``."""
     pairwise = -F.logsigmoid(unsafer_scores - safer_scores)  # (B,)
     if ranked is not None:
         pairwise = pairwise * ranked.to(pairwise.dtype)
@@ -52,4 +73,6 @@ def cost_loss(safer_scores: torch.Tensor, unsafer_scores: torch.Tensor,
         sign = safety_sign(is_safe.to(scores.dtype))
         sign_terms = sign_terms - F.logsigmoid(sign * scores) * (sign != 0)
     per_pair = pairwise + sign_terms
+    if weights is not None:
+        per_pair = per_pair * weights.to(per_pair.dtype)
     return per_pair.mean() + regularization * torch.stack([safer_scores, unsafer_scores]).square().mean()
