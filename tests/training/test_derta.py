@@ -120,3 +120,24 @@ def test_no_harmful_answers_is_an_error_naming_the_key():
     with pytest.raises(ValueError, match="rows.jsonl:3: 'harmful_response' must be a string, got int"):
         harmful_answer({"harmful_response": 5}, "rows.jsonl:3")
     assert harmful_answer({"harmful_response": "  "}, "x") == "" and harmful_answer({}, "x") is None
+
+
+def test_plain_rows_match_trls_own_prompt_completion_tokenisation(tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from saferlhf.models.loading import load_causal_lm
+
+    tokenizer = _tokenizer()
+    conversation = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": REFUSAL}]}
+    trainer = SFTTrainer(model=load_causal_lm("tiny-llama"), processing_class=tokenizer,
+                         train_dataset=Dataset.from_list([conversation]),
+                         args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[],
+                                                   bf16=False, use_cpu=True))
+    trl_row = trainer.train_dataset[0]
+    (ours,), _ = derta_examples([conversation], [HARMFUL], tokenizer, DeRTaConfig(harmful_prefix=True), seed=0)
+    k = prefix_length(0, 0, len(tokenizer(HARMFUL, add_special_tokens=False)["input_ids"]))
+    kept = [i for i, label in enumerate(ours["labels"]) if label != IGNORE]
+    assert [ours["input_ids"][i] for i in kept] == [t for t, label in zip(trl_row["input_ids"], trl_row["labels"])
+                                                   if label != -100]
+    assert len(ours["input_ids"]) == len(trl_row["input_ids"]) + k
