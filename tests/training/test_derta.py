@@ -133,7 +133,7 @@ def test_plain_rows_match_trls_own_prompt_completion_tokenisation(tmp_path):
     trainer = SFTTrainer(model=load_causal_lm("tiny-llama"), processing_class=tokenizer,
                          train_dataset=Dataset.from_list([conversation]),
                          args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[],
-                                                   bf16=False, use_cpu=True))
+                                      bf16=False, use_cpu=True))
     trl_row = trainer.train_dataset[0]
     (ours,), _ = derta_examples([conversation], [HARMFUL], tokenizer, DeRTaConfig(harmful_prefix=True), seed=0)
     k = prefix_length(0, 0, len(tokenizer(HARMFUL, add_special_tokens=False)["input_ids"]))
