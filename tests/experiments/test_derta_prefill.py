@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,14 +10,11 @@ from saferlhf.evaluation.metrics import wilson_interval
 from saferlhf.models.loading import load_tokenizer
 from saferlhf.refusal.patterns import refusal_anywhere
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "derta_prefill.py"
+from . import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("derta_prefill", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("derta_prefill")
 
 
 def _answers(tmp_path, rows):
