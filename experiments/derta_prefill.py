@@ -43,7 +43,8 @@ def read_answers(path: str) -> tuple[list[dict], int]:
         if raw.error:
             raise ValueError(f"{raw.location}: {raw.error}")
         row = raw.row
-        if not isinstance(row.get("prompt"), str) or row.get("label") not in LABELS or not isinstance(row.get("answer"), str):
+        if (not isinstance(row.get("prompt"), str) or row.get("label") not in LABELS
+                or not isinstance(row.get("answer"), str)):
             raise ValueError(f"{raw.location}: needs a string 'prompt', 'label' in {LABELS} and a string 'answer'; "
                              f"found {({key: type(value).__name__ for key, value in row.items()})}")
         if not row["answer"].strip():

@@ -64,8 +64,9 @@ def test_summary_counts_late_refusals_by_hand():
         record["refusal_anywhere"] = refusal_anywhere(record["continuation"]) is not None
         record["refusal_in_opening"] = False
     summary = _script().summarize(records)
-    assert summary["harmful"]["refusal_anywhere"]["refused"] == 2 and summary["harmful"]["refusal_anywhere"]["prompts"] == 3
-    assert summary["harmful"]["refusal_anywhere"]["ci95"] == pytest.approx([0.2077, 0.9385], abs=1e-4)  # Wilson, 2/3
+    harmful = summary["harmful"]["refusal_anywhere"]
+    assert harmful["refused"] == 2 and harmful["prompts"] == 3
+    assert harmful["ci95"] == pytest.approx([0.2077, 0.9385], abs=1e-4)  # Wilson, 2/3
     assert summary["benign"]["refusal_anywhere"]["share"] == 0.0
 
 

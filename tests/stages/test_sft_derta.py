@@ -1,4 +1,4 @@
-"""``saferlhf sft derta.*`` on tiny-llama: full and LoRA runs write a changed model and DeRTa counts; bad input errors."""
+"""``saferlhf sft derta.*`` on tiny-llama: full and LoRA runs write a changed model and DeRTa counts; errors."""
 
 from __future__ import annotations
 

@@ -176,7 +176,8 @@ def run(config: SFTStageConfig) -> dict:
     if restore_old_rows is not None:
         restore_old_rows()
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
-               "num_train_examples": len(train_dataset), "past_tense_refusals": len(extra), **derta_counts, **result.metrics}
+               "num_train_examples": len(train_dataset), "past_tense_refusals": len(extra), **derta_counts,
+               **result.metrics}
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     if peft_config is None:

@@ -139,7 +139,8 @@ def derta_examples(conversations: list[dict], harmful_answers: list[str | None],
         for example in examples:
             if len(example["input_ids"]) > max_length:
                 truncated += 1
-                example["input_ids"], example["labels"] = example["input_ids"][:max_length], example["labels"][:max_length]
+                example["input_ids"] = example["input_ids"][:max_length]
+                example["labels"] = example["labels"][:max_length]
                 without_loss += all(label == IGNORE for label in example["labels"])
     rows_with_harmful = sum(bool(h) for h in harmful_answers)
     counts = {
