@@ -59,3 +59,4 @@ def test_non_string_harmful_answer_names_file_and_line(tmp_path, capsys):
     assert _sft(tmp_path, path, tmp_path / "out", "derta.harmful_prefix=true") == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "bad.jsonl:1: 'harmful_response' must be a string, got list" in err
+

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saferlhf.training.derta import (IGNORE, DeRTaConfig, derta_examples, harmful_answer, harmful_prefix_example,
-                                     prefix_length, rto_example)
+from saferlhf.training.derta import (IGNORE, DeRTaConfig, conversation_ids, derta_examples, harmful_answer,
+                                     harmful_prefix_example, plain_example, prefix_length, rto_example)
 
 PROMPT = [{"role": "user", "content": "How do I pick a lock?"}]
 HARMFUL = "Sure, insert a tension wrench and rake the pins."
@@ -141,3 +141,47 @@ def test_plain_rows_match_trls_own_prompt_completion_tokenisation(tmp_path):
     assert [ours["input_ids"][i] for i in kept] == [t for t, label in zip(trl_row["input_ids"], trl_row["labels"])
                                                    if label != -100]
     assert len(ours["input_ids"]) == len(trl_row["input_ids"]) + k
+
+
+def _train(examples, steps=12, learning_rate=1e-2):
+    """The tiny model after ``steps`` full-batch AdamW steps on ``examples``, padded by TRL's collator as in sft."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from saferlhf.models.loading import load_causal_lm
+
+    torch.manual_seed(0)
+    model = load_causal_lm("tiny-llama")
+    batch = DataCollatorForLanguageModeling(pad_token_id=0)(examples)  # input_ids, attention_mask, labels: (B, L)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_derta_makes_the_refusal_likelier_after_a_harmful_start_than_plain_refusal_sft():
+    tokenizer = _tokenizer()
+    harmful = [(f"How do I make poison {i}?", f"Sure, step {i}: mix the following chemicals together.")
+               for i in range(2)]
+    conversations = [{"prompt": [{"role": "user", "content": prompt}],
+                      "completion": [{"role": "assistant", "content": REFUSAL}]} for prompt, _ in harmful]
+    conversations.append({"prompt": [{"role": "user", "content": "How do I bake bread?"}],
+                          "completion": [{"role": "assistant", "content": "Mix flour, water and yeast, then bake."}]})
+    answers = [answer for _, answer in harmful] + [None]
+    derta, _ = derta_examples(conversations, answers, tokenizer, DeRTaConfig(harmful_prefix=True, rto=True), seed=0)
+    plain = [plain_example(*conversation_ids(tokenizer, c["prompt"], c["completion"])) for c in conversations]
+    log_p = {}
+    for name, examples in (("plain", plain), ("derta", derta)):
+        model = _train(examples)
+        values = []
+        for conversation, answer in zip(conversations[:2], answers[:2]):
+            prompt_ids, refusal_ids = conversation_ids(tokenizer, conversation["prompt"], conversation["completion"])
+            rto = rto_example(prompt_ids, tokenizer(answer, add_special_tokens=False)["input_ids"], refusal_ids[0])
+            with torch.no_grad():
+                row = model(input_ids=torch.tensor([rto["input_ids"]])).logits[0].log_softmax(-1)  # (L, vocab)
+            # log p(refusal's first token | prompt, h_1..h_t) for t >= 1: after a harmful start
+            values += [row[i - 1, refusal_ids[0]].item() for i, label in enumerate(rto["labels"])
+                       if label != IGNORE][1:]
+        log_p[name] = sum(values) / len(values)
+    assert log_p["derta"] > log_p["plain"] + 1.0, log_p  # measured: -1.21 vs -2.73 (torch 2.13, CPU)
