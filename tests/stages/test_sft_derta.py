@@ -32,7 +32,9 @@ def _sft(tmp_path, data, out, *extra):
 @pytest.mark.parametrize("lora", [False, True])
 def test_derta_sft_writes_a_changed_model_and_counts(tmp_path, lora):
     out = tmp_path / "sft"
-    options = ["derta.harmful_prefix=true", "derta.rto=true"] if not lora else ["derta.harmful_prefix=true"]
+    # full: both parts, with refusal tokens (RTO's target is then [refuse]); LoRA: the harmful prefix alone
+    options = (["derta.harmful_prefix=true", "derta.rto=true", "refusal_tokens=single"] if not lora
+               else ["derta.harmful_prefix=true"])
     assert _sft(tmp_path, _rows(tmp_path), out, *options, f"model.lora.enabled={str(lora).lower()}") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["derta_harmful_prefix"] is True and metrics["derta_rto"] is (not lora)
@@ -40,11 +42,13 @@ def test_derta_sft_writes_a_changed_model_and_counts(tmp_path, lora):
     assert metrics["derta_rows_with_harmful_prefix"] == 3 and metrics["derta_mean_prefix_tokens"] is not None
     assert metrics["derta_sequences"] == (5 if lora else 8) == metrics["num_train_examples"]
     assert (metrics["derta_rto_positions"] > 0) is (not lora)
+    assert (out / "refusal_tokens.json").exists() is (not lora)
     config = (out / "config.yaml").read_text()
     assert "derta:" in config and "harmful_prefix: true" in config
     trained, base = load_file(str(out / "model.safetensors")), load_causal_lm("tiny-llama").state_dict()
     assert set(trained) <= set(base) and not any("lora" in name for name in trained)
-    assert any(not torch.equal(tensor, base[name]) for name, tensor in trained.items())
+    assert any(tensor.shape == base[name].shape and not torch.equal(tensor, base[name])  # not just the new rows
+               for name, tensor in trained.items())
 
 
 def test_derta_without_harmful_answers_is_a_clean_error(tmp_path, capsys):
