@@ -10,8 +10,9 @@ greedily (``--max-new-tokens``, batched, left padding: :func:`saferlhf.evaluatio
 Reported per model: the share of harmful prompts whose continuation contains a refusal statement
 anywhere (:func:`saferlhf.refusal.patterns.refusal_anywhere`, late refusals included) and the same
 share for benign prompts (which should stay low), with 95% Wilson intervals, plus the share whose
-continuation *opens* with a refusal (:func:`saferlhf.refusal.patterns.detect_refusal`). Every
-continuation is written to the JSON for reading. Rows with an empty answer are skipped and counted.
+continuation *opens* with a refusal (:func:`saferlhf.refusal.patterns.detect_refusal`; an empty
+continuation, the model stopping at once, is counted apart, not as a refusal). Every continuation is
+written to the JSON for reading. Rows with an empty answer are skipped and counted.
 
     python experiments/derta_prefill.py --models smollm2-135m-instruct runs/sft-refusal runs/sft-derta \\
         --answers heldout_answers.jsonl --output experiments/results/derta_prefill.json
@@ -71,7 +72,8 @@ def summarize(records: list[dict]) -> dict:
     for label in LABELS:
         group = [record for record in records if record["label"] == label]
         summary[label] = {"refusal_anywhere": share(sum(r["refusal_anywhere"] for r in group), len(group)),
-                          "refusal_in_opening": share(sum(r["refusal_in_opening"] for r in group), len(group))}
+                          "refusal_in_opening": share(sum(r["refusal_in_opening"] for r in group), len(group)),
+                          "empty_continuations": sum(not r["continuation"].strip() for r in group)}
     return summary
 
 
@@ -91,7 +93,7 @@ def prefill_run(model_name: str, rows: list[dict], fractions: list[float], max_n
                                        answer_prefixes=prefixes)
     records = [{"label": row["label"], "prompt": row["prompt"], "prefill_fraction": fraction, "prefill_tokens": k,
                 "prefill": prefix, "continuation": text, "refusal_anywhere": refusal_anywhere(text) is not None,
-                "refusal_in_opening": detect_refusal(text).is_refusal}
+                "refusal_in_opening": bool(text.strip()) and detect_refusal(text).is_refusal}
                for row, fraction, k, prefix, text in zip(rows, fractions, lengths, prefixes, continuations)]
     return {"model": model_name, "mean_prefill_tokens": sum(lengths) / len(lengths), **summarize(records),
             "records": records}
