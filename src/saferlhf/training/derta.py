@@ -55,9 +55,6 @@ class DeRTaConfig:
     def enabled(self) -> bool:
         return self.harmful_prefix or self.rto
 
-    def validate(self, prefix: str) -> None:
-        pass
-
 
 def harmful_answer(row: dict, where: str) -> str | None:
     """The row's harmful answer, '' when the column is there but empty, None when absent."""
