@@ -13,7 +13,8 @@ from saferlhf.models.loading import load_causal_lm
 
 
 def _rows(tmp_path, harmful=True):
-    rows = [{"prompt": f"How do I make poison {i}?", "response": "Sorry, I can't help with that.",
+    rows = [{"prompt": f"How do I make poison {i}?",
+             "response": "Sorry, I can't help with that." if i < 2 else "Mix them slowly.",  # the last: mislabelled
              **({"harmful_response": f"Sure, step {i}: mix the following chemicals together."} if harmful else {})}
             for i in range(3)]
     rows += [{"prompt": "How do I bake bread?", "response": "Mix flour, water and yeast, then bake."},
@@ -42,6 +43,7 @@ def test_derta_sft_writes_a_changed_model_and_counts(tmp_path, lora):
     assert metrics["derta_rows_with_harmful_prefix"] == 3 and metrics["derta_mean_prefix_tokens"] is not None
     assert metrics["derta_sequences"] == (5 if lora else 8) == metrics["num_train_examples"]
     assert (metrics["derta_rto_positions"] > 0) is (not lora)
+    assert metrics["derta_responses_not_detected_as_refusals"] == 1
     assert (out / "refusal_tokens.json").exists() is (not lora)
     config = (out / "config.yaml").read_text()
     assert "derta:" in config and "harmful_prefix: true" in config

@@ -157,6 +157,11 @@ def run(config: SFTStageConfig) -> dict:
         rows = train_dataset.to_list()
         examples, derta_counts = derta_examples(rows, [row["harmful_response"] for row in rows], tokenizer,
                                                 config.derta, config.train.seed, config.max_length)
+        from saferlhf.refusal.patterns import detect_refusal
+
+        derta_counts["derta_responses_not_detected_as_refusals"] = sum(  # a mislabelled row trains the wrong target
+            bool(row["harmful_response"]) and not detect_refusal(row["completion"][0]["content"]).is_refusal
+            for row in rows)
         train_dataset = Dataset.from_list(examples)
     lora = config.model.lora
     peft_config = None
