@@ -3,21 +3,16 @@ AUC and states are tested in tests/controls/test_probe.py), and the minimal-pair
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "harm_probe.py"
+from . import EXPERIMENTS, load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("harm_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("harm_probe")
 
 
 def test_script_end_to_end(probe, tmp_path):
@@ -46,7 +41,7 @@ def test_minimal_pairs_read_as_training_prompts():
     from saferlhf.pipeline.config import PromptsConfig
     from saferlhf.pipeline.prompts import training_prompts
 
-    path = SCRIPT.parent / "data" / "minimal_pairs.jsonl"
+    path = EXPERIMENTS / "data" / "minimal_pairs.jsonl"
     rows = training_prompts(PromptsConfig(builtin=False, files=[DataSource(path=str(path))]))
     assert len(rows) == 600
     assert [row["label"] for row in rows] == ["pseudo_harmful", "harmful"] * 300

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "hooks_vs_weights.py"
+from . import load_script
 
 
 def test_script_on_the_tiny_model():
-    spec = importlib.util.spec_from_file_location("hooks_vs_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main(["--model", "tiny-llama", "--layer", "1", "--prompts", "2"])
+    result = load_script("hooks_vs_weights").main(["--model", "tiny-llama", "--layer", "1", "--prompts", "2"])
     assert result["prompts"] == 4 and 0 <= result["max_abs_logit_diff_hooks_vs_weights"] <= 1e-4

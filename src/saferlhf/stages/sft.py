@@ -16,6 +16,9 @@ the built-in harmful training prompts) into the past tense with a refusal as the
 Andriushchenko & Flammarion 2024 (:func:`saferlhf.evaluation.reformulate.past_tense_refusal_rows`). Its
 cost in over-refusal is measured with ``saferlhf evaluate`` (docs/probing.md), not assumed.
 
+``derta.harmful_prefix`` / ``derta.rto`` train Decoupled Refusal Training (Yuan et al. 2024,
+:mod:`saferlhf.training.derta`) on rows that carry a ``harmful_response`` beside the refusal in ``response``.
+
 Input rows (jsonl / json / csv / parquet files or dataset ids, read by :mod:`saferlhf.data.readers`): ``prompt`` + ``response`` (or
 ``completion``) columns, or a ``messages`` column holding a whole conversation.
 """
@@ -32,6 +35,7 @@ from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import causal_lm_for, load_tokenizer
 from saferlhf.models.model_card import publish
 from saferlhf.runio import RunWriter
+from saferlhf.training.derta import DeRTaConfig, derta_examples, harmful_answer
 from saferlhf.training.distributed import is_main_process, use_cpu_process_group_if_no_gpu
 from saferlhf.training.setup import trainer_arguments
 from saferlhf.training.tracking import ReportTo, log_callback, open_tracker, report_to_field
@@ -55,6 +59,8 @@ class SFTStageConfig:
                                       "(Andriushchenko & Flammarion 2024's defence; 0 = none).")
     past_tense_prompts: list[PromptSet] = doc([PromptSet(split="train", labels=["harmful"])],
                                               "Harmful prompts the past-tense refusals are written from.")
+    derta: DeRTaConfig = doc(DeRTaConfig(), "Decoupled Refusal Training on rows with a 'harmful_response' "
+                                            "(Yuan et al. 2024).")
 
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
@@ -93,9 +99,11 @@ def past_tense_rows(config: SFTStageConfig) -> list[dict]:
     return past_tense_refusal_rows(seeds, config.past_tense_refusals)
 
 
-def load_sft_dataset(sources: list[DataSource], refusal_tokens: str = "none", extra_rows: list[dict] | None = None):
+def load_sft_dataset(sources: list[DataSource], refusal_tokens: str = "none", extra_rows: list[dict] | None = None,
+                     with_harmful: bool = False):
     """``(dataset, RefusalTokens or None)``: the conversations (plus ``extra_rows``, e.g. past-tense refusals),
-    answers marked when ``refusal_tokens`` is not none."""
+    answers marked when ``refusal_tokens`` is not none; ``with_harmful`` adds each row's ``harmful_response``
+    (None where absent) for DeRTa."""
     from datasets import Dataset
 
     conversations, raw_rows, locations = [], [], []
@@ -115,6 +123,9 @@ def load_sft_dataset(sources: list[DataSource], refusal_tokens: str = "none", ex
         from saferlhf.controls.tokens import mark_answers
 
         spec = mark_answers(conversations, raw_rows, locations, refusal_tokens)
+    if with_harmful:
+        for conversation, row, where in zip(conversations, raw_rows, locations):
+            conversation["harmful_response"] = harmful_answer(row, where)
     return Dataset.from_list(conversations), spec
 
 
@@ -129,7 +140,7 @@ def run(config: SFTStageConfig) -> dict:
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     model = causal_lm_for(config.model)
     extra = past_tense_rows(config)
-    train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens, extra)
+    train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens, extra, config.derta.enabled)
     eval_dataset, eval_tokens = (load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data
                                  else (None, None))
     if eval_tokens is not None and not set(eval_tokens.tokens) <= set(tokens.tokens):
@@ -139,6 +150,19 @@ def run(config: SFTStageConfig) -> dict:
         from saferlhf.controls.tokens import add_control_tokens, train_only_new_rows
 
         first_new_row = min(add_control_tokens(model, tokenizer, tokens, config.train.seed))
+    derta_counts = {}
+    if config.derta.enabled:
+        from datasets import Dataset
+
+        rows = train_dataset.to_list()
+        examples, derta_counts = derta_examples(rows, [row["harmful_response"] for row in rows], tokenizer,
+                                                config.derta, config.train.seed, config.max_length)
+        from saferlhf.refusal.patterns import detect_refusal
+
+        derta_counts["derta_responses_not_detected_as_refusals"] = sum(  # a mislabelled row trains the wrong target
+            bool(row["harmful_response"]) and not detect_refusal(row["completion"][0]["content"]).is_refusal
+            for row in rows)
+        train_dataset = Dataset.from_list(examples)
     lora = config.model.lora
     peft_config = None
     if lora.enabled:
@@ -157,7 +181,8 @@ def run(config: SFTStageConfig) -> dict:
     if restore_old_rows is not None:
         restore_old_rows()
     metrics = {"train_loss": result.training_loss, "train_steps": result.global_step,
-               "num_train_examples": len(train_dataset), "past_tense_refusals": len(extra), **result.metrics}
+               "num_train_examples": len(train_dataset), "past_tense_refusals": len(extra), **derta_counts,
+               **result.metrics}
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
     if peft_config is None:
