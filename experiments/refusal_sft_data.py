@@ -1,4 +1,4 @@
-"""The refusal SFT file the refusal-training experiments share (docs/refusal_training.md).
+"""The refusal SFT file the refusal-training experiments share (docs/results.md, "Refusal training on SmolLM2").
 
 One row per built-in training prompt (279): a harmful prompt gets a written refusal
 (:func:`saferlhf.pipeline.refusal_templates.refusal_for`, as the pipeline's preferred answers) and, in
