@@ -102,7 +102,7 @@ def test_resume_never_unpickles_code(tmp_path, monkeypatch):
         train_score_model(_resumed(config_for(tmp_path, data, max_steps=4, save_steps=2)), "cost")
     assert not marker.exists(), "unpickling optimizer.bin ran code"
     (checkpoint / "optimizer.bin").write_bytes(original)
-    # Accelerate unpickles custom_checkpoint_<i>.pkl (weights_only=False) of objects registered for checkpointing
+    # Accelerate unpickles custom_checkpoint_<i>.pkl (full pickle, not weights-only) of objects registered for checkpointing
     torch.save(Payload(), checkpoint / "custom_checkpoint_0.pkl", pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(ResumeError, match="custom_checkpoint_0.pkl"):
         train_score_model(_resumed(config_for(tmp_path, data, max_steps=4, save_steps=2)), "cost")
