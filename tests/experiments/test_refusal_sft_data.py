@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "refusal_sft_data.py"
+from tests.experiments import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("refusal_sft_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("refusal_sft_data")
 
 
 def test_rows_for_pairs_refusals_with_own_answers():
