@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.experiments import load_script
+from . import load_script
 
 
 def _module():
