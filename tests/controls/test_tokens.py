@@ -191,3 +191,22 @@ def test_evaluate_with_refusal_token_controls(refusal_token_model, tmp_path):
     assert forced["forced_token_obeyed_rate"] == 1.0
     assert own["curve"][0] == {"threshold": own["curve"][0]["threshold"], "harmful_compliance": 0.0,
                                "false_refusal": 1.0}
+
+
+def test_refusal_direction_scores_a_refusal_token_model_by_its_refuse_token(refusal_token_model, tmp_path):
+    """On a model trained with refusal tokens, ``saferlhf refusal-direction``'s refusal score is the log-odds of
+    ``[refuse]`` (its answers open with it; the decoded text does not show it)."""
+    from saferlhf.cli import main
+    from saferlhf.models.loading import load_tokenizer
+
+    folder, _ = refusal_token_model
+    out = tmp_path / "rd"
+    code = main(["refusal-direction", "--config", "configs/refusal-direction.yaml", f"output_dir={out}",
+                 f"model={folder}", "rare_refusal=continue", "harmful.limit=8", "harmless.limit=8",
+                 "harmful_test.limit=2", "harmless_test.limit=2", "generation.max_new_tokens=4", "batch_size=8",
+                 "selection.last_positions=1", "selection.score_all_layers=false"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    refuse_id = control_token_ids(load_tokenizer(str(folder)), [REFUSE])[0]
+    assert metrics["refusal_tokens"] == [{"id": refuse_id, "token": REFUSE}]
+    assert metrics["refusal_tokens_from"] == "refusal_tokens.json"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from saferlhf.training.derta import (IGNORE, DeRTaConfig, conversation_ids, derta_examples, harmful_answer,
-                                     harmful_prefix_example, plain_example, prefix_length, rto_example)
+                                     harmful_prefix_example, plain_example, prefix_length, rto_example,
+                                     rto_positions)
 
 PROMPT = [{"role": "user", "content": "How do I pick a lock?"}]
 HARMFUL = "Sure, insert a tension wrench and rake the pins."
@@ -24,6 +25,21 @@ def test_rto_example_puts_the_first_refusal_token_on_every_harmful_position():
     example = rto_example([1, 2], [10, 11, 12], 20)
     assert example["input_ids"] == [1, 2, 10, 11, 12]
     assert example["labels"] == [IGNORE, IGNORE, 20, 20, 20]
+
+
+def test_rto_positions_keep_the_label_at_seeded_positions_only():
+    example = rto_example([1, 2], [10, 11, 12, 13], 20, positions=[0, 3])
+    assert example["input_ids"] == [1, 2, 10, 11, 12, 13]
+    assert example["labels"] == [IGNORE, IGNORE, 20, IGNORE, IGNORE, 20]
+    assert rto_positions(3, 5, 10, 0) == list(range(10)) and rto_positions(3, 5, 4, 9) == [0, 1, 2, 3]
+    drawn = rto_positions(3, 5, 50, 4)
+    assert drawn == rto_positions(3, 5, 50, 4) and drawn == sorted(set(drawn)) and len(drawn) == 4
+    assert all(0 <= t < 50 for t in drawn) and drawn != rto_positions(4, 5, 50, 4)
+    hits = [0] * 5  # every position equally likely: 2 of 5 kept, 500 rows -> 200 each
+    for row in range(500):
+        for t in rto_positions(0, row, 5, 2):
+            hits[t] += 1
+    assert all(abs(h - 200) < 45 for h in hits)
 
 
 def test_rto_labels_give_minus_log_p_of_the_refusal_token_after_prompt_and_each_harmful_prefix():
@@ -98,6 +114,22 @@ def test_rto_alone_keeps_the_plain_refusal_row_and_empty_answers_are_counted():
     assert all(label == IGNORE for label in rto["labels"][:len(rto["labels"]) - counts["derta_rto_positions"]])
     assert counts["derta_rows_empty_harmful_response"] == 1 and counts["derta_rows_with_harmful_prefix"] == 0
     assert counts["derta_mean_prefix_tokens"] is None
+
+
+def test_rto_positions_in_derta_examples_count_the_kept_labels_and_validate():
+    from saferlhf.config import ConfigError
+
+    tokenizer = _tokenizer()
+    conversation = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": REFUSAL}]}
+    (_, every), all_counts = derta_examples([conversation], [HARMFUL], tokenizer, DeRTaConfig(rto=True), seed=0)
+    (_, some), counts = derta_examples([conversation], [HARMFUL], tokenizer, DeRTaConfig(rto=True, rto_positions=3),
+                                       seed=0)
+    assert all_counts["derta_rto_positions"] > 3 and counts["derta_rto_positions"] == 3
+    assert some["input_ids"] == every["input_ids"]
+    assert sum(label != IGNORE for label in some["labels"]) == 3
+    assert all(label in (IGNORE, kept) for label, kept in zip(some["labels"], every["labels"]))
+    with pytest.raises(ConfigError, match="'derta.rto_positions': must be >= 0"):
+        DeRTaConfig(rto=True, rto_positions=-1).validate("derta.")
 
 
 def test_truncation_is_counted():

@@ -7,6 +7,8 @@ Steps (Arditi et al. 2024; :mod:`saferlhf.controls.direction` has the formulas):
    finds the direction and a validation part that selects it; held-out test sets that neither sees.
 2. Refusal tokens: the model answers the harmful direction/validation prompts (greedy); the first
    tokens of the answers the rule detector calls refusals form the token set of the refusal score.
+   A model trained with refusal tokens (``refusal_tokens.json``) opens its refusals with ``[refuse]``
+   (or ``[refuse:<category>]``): those tokens form the set.
 3. Filters of the reference: harmful prompts with refusal score > 0, harmless ones with score < 0.
    A model that refuses few harmful validation prompts stops the run here with a clear message
    (``rare_refusal=stop``): select on a model that refuses (an SFT or policy folder).
@@ -38,6 +40,7 @@ from saferlhf.controls import direction as rd
 from saferlhf.controls.direction_select import score_candidates, select_direction
 from saferlhf.controls.direction_report import layer_figure
 from saferlhf.controls.probe import auc
+from saferlhf.controls.tokens import SPEC_FILE, RefusalTokens, control_token_ids
 from saferlhf.data.builtin import LABELS as BUILTIN_LABELS
 from saferlhf.data.builtin import builtin_prompts
 from saferlhf.data.split import split_records
@@ -270,6 +273,9 @@ def _refusal_tokens(config, model, tokenizer, harmful: list[str], harmless: list
                                      [a for a, r in zip(answers, refused) if not r])
     metrics["generated_refusal_rate"] = {"harmful_direction_and_validation": n_refused / len(harmful),
                                          "harmless_validation": n_harmless_refused / len(harmless)}
+    if (Path(config.model) / SPEC_FILE).is_file():  # its answers open with [refuse] (decoded away from the text)
+        token_ids = control_token_ids(tokenizer, list(RefusalTokens.load(config.model).refuse))
+        metrics["refusal_tokens_from"] = SPEC_FILE
     if not token_ids:
         _stop_or_warn(config, metrics, out, warn, f"no refusal-opening token: the model refused {n_refused} of "
                       f"{len(harmful)} harmful prompts (rule detector), none of them with an opening token that "

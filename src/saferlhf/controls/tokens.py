@@ -164,6 +164,45 @@ def train_only_new_rows(model, first_new_row: int):
     return restore_old_rows
 
 
+def new_rows_learning_rate(trainer, learning_rate: float) -> None:
+    """Give the embedding matrices (their gradient masked to the new rows by :func:`train_only_new_rows`) an
+    AdamW group of their own at ``learning_rate``, without weight decay.
+
+    Why: Adam moves each weight by about the learning rate per step, so in a short run at an SFT learning
+    rate (35 steps at 2e-4 on SmolLM2) the new rows move ~0.007 per element and their logits stay ~10 below
+    the vocabulary's top tokens: the model learns to expect a control token it cannot yet predict, and its
+    first answer token degrades (measured on SmolLM2, docs/controls.md). Must be called before training
+    (the trainer keeps an optimizer it already has)."""
+    model = trainer.model
+    weights = {id(e.weight): e.weight for e in (model.get_input_embeddings(), model.get_output_embeddings())
+               if e is not None}
+    optimizer = trainer.create_optimizer()
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in weights]
+    optimizer.param_groups = [group for group in optimizer.param_groups if group["params"]]
+    optimizer.add_param_group({"params": list(weights.values()), "lr": learning_rate, "weight_decay": 0.0})
+
+
+def control_token_accuracy(model, tokenizer, conversations: list[dict], spec: RefusalTokens) -> float:
+    """Share of training conversations whose own control token is the model's most likely first answer token
+    (argmax over the whole vocabulary): a fit check on the training rows, saved in metrics.json."""
+    ids = control_token_ids(tokenizer, spec.tokens)
+    by_token = dict(zip(spec.tokens, ids))
+    prompts = [c["prompt"] for c in conversations]
+    wanted = [by_token[next(t for t in spec.tokens if c["completion"][0]["content"].startswith(t))]
+              for c in conversations]
+    device = next(model.parameters()).device
+    hits = 0
+    for start in range(0, len(prompts), 16):
+        texts = [render_prompt(tokenizer, p) for p in prompts[start:start + 16]]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=False).to(device)
+        with torch.no_grad():
+            best = model(**batch).logits[:, -1].argmax(dim=-1).tolist()
+        hits += sum(b == w for b, w in zip(best, wanted[start:start + 16]))
+    return hits / len(prompts)
+
+
 def control_probabilities(model, tokenizer, prompts: list, token_ids: list[int], temperature: float = 1.0,
                           batch_size: int = 16) -> torch.Tensor:
     """(N, K) probabilities of the K control tokens at the first answer position of each prompt."""

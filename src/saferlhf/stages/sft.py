@@ -8,8 +8,10 @@ Later stages use it for the PTX data.
 ``refusal_tokens=single`` (or ``per-category``) trains refusal tokens (Jain et al. 2024,
 :mod:`saferlhf.controls.tokens`): each answer starts with ``[refuse]`` or ``[respond]`` (a row's
 ``refusal`` column says which, else the rule detector), the tokens are added to the tokenizer with
-trained embeddings (under LoRA too: the new rows only) and ``refusal_tokens.json`` is saved beside
-the model for ``saferlhf evaluate``'s refusal-token control.
+trained embedding rows (under LoRA the new rows only, at their own ``refusal_tokens_learning_rate``)
+and ``refusal_tokens.json`` is saved beside the model for ``saferlhf evaluate``'s
+refusal-token control; ``control_token_train_accuracy`` in metrics.json is the share of training rows
+whose own control token is the model's first choice.
 
 ``past_tense_refusals=N`` adds N rows that rewrite harmful prompts (``past_tense_prompts``, by default
 the built-in harmful training prompts) into the past tense with a refusal as the answer: the defence of
@@ -53,6 +55,9 @@ class SFTStageConfig:
     resume: bool = doc(False, "Continue from the last checkpoint in output_dir.")
     refusal_tokens: Literal["none", "single", "per-category"] = doc(
         "none", "Prepend [refuse] / [respond] to every answer (per-category: [refuse:<category>]), Jain et al. 2024.")
+    refusal_tokens_learning_rate: float = doc(
+        5e-3, "Under LoRA: learning rate of the new token rows (the old rows stay frozen); at a LoRA learning "
+              "rate a short run leaves them unlearnt (docs/controls.md). Full fine-tuning: train.learning_rate.")
     report_to: ReportTo = report_to_field()
 
     past_tense_refusals: int = doc(0, "Add N past-tense rewrites of harmful prompts answered with refusals "
@@ -65,6 +70,7 @@ class SFTStageConfig:
     def validate(self, prefix: str) -> None:
         validate_sections(self, prefix)
         _check(self.past_tense_refusals >= 0, prefix + "past_tense_refusals", "must be >= 0")
+        _check(self.refusal_tokens_learning_rate > 0, prefix + "refusal_tokens_learning_rate", "must be > 0")
         for i, prompt_set in enumerate(self.past_tense_prompts):
             prompt_set.validate(f"{prefix}past_tense_prompts[{i}].")
         _check(len(self.train_data) > 0, prefix + "train_data", "must list at least one file")
@@ -141,6 +147,7 @@ def run(config: SFTStageConfig) -> dict:
     model = causal_lm_for(config.model)
     extra = past_tense_rows(config)
     train_dataset, tokens = load_sft_dataset(config.train_data, config.refusal_tokens, extra, config.derta.enabled)
+    marked = train_dataset
     eval_dataset, eval_tokens = (load_sft_dataset(config.eval_data, config.refusal_tokens) if config.eval_data
                                  else (None, None))
     if eval_tokens is not None and not set(eval_tokens.tokens) <= set(tokens.tokens):
@@ -175,7 +182,12 @@ def run(config: SFTStageConfig) -> dict:
                      max_length=config.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[log_callback(writer)])
-    restore_old_rows = train_only_new_rows(trainer.model, first_new_row) if tokens is not None and peft_config else None
+    restore_old_rows = None
+    if tokens is not None and peft_config:  # full fine-tuning trains every row at train.learning_rate
+        from saferlhf.controls.tokens import new_rows_learning_rate
+
+        restore_old_rows = train_only_new_rows(trainer.model, first_new_row)
+        new_rows_learning_rate(trainer, config.refusal_tokens_learning_rate)
     has_checkpoint = any((output_dir / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(config.resume and has_checkpoint))
     if restore_old_rows is not None:
@@ -185,6 +197,11 @@ def run(config: SFTStageConfig) -> dict:
                **result.metrics}
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
+    if tokens is not None:
+        from saferlhf.controls.tokens import control_token_accuracy
+
+        metrics["control_token_train_accuracy"] = control_token_accuracy(trainer.model.eval(), tokenizer,
+                                                                         marked.to_list(), tokens)
     if peft_config is None:
         trainer.save_model(str(output_dir))  # every process (ZeRO-3 / FSDP gather); the main process writes
     elif trainer.is_world_process_zero():

@@ -23,7 +23,10 @@ template's end of turn):
 
 The paper trains on L_MLE + L_RTO. Here each becomes its own sequence in the training set and the
 trainer's loss is the mean over all labelled tokens of a batch, so one RTO position weighs as much as
-one refusal token. ``rto`` without ``harmful_prefix`` keeps the plain refusal row (k = 0) beside the
+one refusal token. ``derta.rto_positions = N`` keeps the RTO label at N positions per harmful answer
+(drawn without replacement, uniformly, once per row from the seed; the others carry no loss): the sum
+over t becomes an unbiased N-sample estimate of it up to the factor n / N, i.e. RTO's weight against
+the MLE tokens drops by N / n. 0 (the default) keeps every position, as the paper. ``rto`` without ``harmful_prefix`` keeps the plain refusal row (k = 0) beside the
 RTO sequence. Rows without a harmful answer (helpful rows, past-tense refusals) are plain SFT rows:
 loss on the answer and end of turn, tokenised as TRL tokenises prompt/completion rows.
 
@@ -38,7 +41,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from saferlhf.config import doc
+from saferlhf.config import _check, doc
 
 HARMFUL_COLUMN = "harmful_response"
 IGNORE = -100  # label of a token without loss (PyTorch's cross-entropy ignore_index)
@@ -50,10 +53,15 @@ class DeRTaConfig:
 
     harmful_prefix: bool = doc(False, "MLE with a random-length prefix of the harmful answer before the refusal.")
     rto: bool = doc(False, "Reinforced Transition Optimization: the refusal's first token at every harmful position.")
+    rto_positions: int = doc(0, "RTO at this many seeded random positions per harmful answer (0 = every position, "
+                                "the paper); fewer lowers RTO's weight against the refusal tokens.")
 
     @property
     def enabled(self) -> bool:
         return self.harmful_prefix or self.rto
+
+    def validate(self, prefix: str) -> None:
+        _check(self.rto_positions >= 0, prefix + "rto_positions", "must be >= 0 (0 = every position)")
 
 
 def harmful_answer(row: dict, where: str) -> str | None:
@@ -94,10 +102,22 @@ def harmful_prefix_example(prompt_ids: list[int], harmful_ids: list[int], refusa
     return {"input_ids": context + refusal_ids, "labels": [IGNORE] * len(context) + refusal_ids}
 
 
-def rto_example(prompt_ids: list[int], harmful_ids: list[int], refusal_first_id: int) -> dict:
-    """prompt + h_1..h_n; label r_1 at each of the n harmful positions (predicted from q, h_<t+1)."""
+def rto_positions(seed: int, row_index: int, harmful_tokens: int, keep: int) -> list[int]:
+    """The harmful positions (0-based) that keep the RTO label: ``keep`` of them drawn without replacement,
+    the same for the same (seed, row); all when ``keep`` is 0 or at least ``harmful_tokens``."""
+    if keep == 0 or keep >= harmful_tokens:
+        return list(range(harmful_tokens))
+    return sorted(random.Random(f"derta-rto:{seed}:{row_index}").sample(range(harmful_tokens), keep))
+
+
+def rto_example(prompt_ids: list[int], harmful_ids: list[int], refusal_first_id: int,
+                positions: list[int] | None = None) -> dict:
+    """prompt + h_1..h_n; label r_1 at each of the n harmful positions (predicted from q, h_<t+1), or only at
+    ``positions``."""
+    keep = set(range(len(harmful_ids)) if positions is None else positions)
     return {"input_ids": prompt_ids + harmful_ids,
-            "labels": [IGNORE] * len(prompt_ids) + [refusal_first_id] * len(harmful_ids)}
+            "labels": [IGNORE] * len(prompt_ids) + [refusal_first_id if t in keep else IGNORE
+                                                    for t in range(len(harmful_ids))]}
 
 
 def derta_examples(conversations: list[dict], harmful_answers: list[str | None], tokenizer, config: DeRTaConfig,
@@ -115,7 +135,7 @@ def derta_examples(conversations: list[dict], harmful_answers: list[str | None],
         keys = [key for key, on in (("derta.harmful_prefix", config.harmful_prefix), ("derta.rto", config.rto)) if on]
         raise ValueError(f"{' and '.join(keys)}: no training row has a non-empty '{HARMFUL_COLUMN}' column "
                          f"(DeRTa needs harmful answers beside the refusals in 'response')")
-    examples, prefix_lengths, rto_positions = [], [], 0
+    examples, prefix_lengths, rto_labels = [], [], 0
     for index, (conversation, harmful) in enumerate(zip(conversations, harmful_answers)):
         prompt_ids, completion_ids = conversation_ids(tokenizer, conversation["prompt"], conversation["completion"])
         if not harmful:
@@ -129,8 +149,9 @@ def derta_examples(conversations: list[dict], harmful_answers: list[str | None],
         else:
             examples.append(plain_example(prompt_ids, completion_ids))
         if config.rto:
-            examples.append(rto_example(prompt_ids, harmful_ids, completion_ids[0]))
-            rto_positions += len(harmful_ids)
+            positions = rto_positions(seed, index, len(harmful_ids), config.rto_positions)
+            examples.append(rto_example(prompt_ids, harmful_ids, completion_ids[0], positions))
+            rto_labels += len(positions)
     truncated = without_loss = 0
     if max_length is not None:
         for example in examples:
@@ -148,7 +169,7 @@ def derta_examples(conversations: list[dict], harmful_answers: list[str | None],
         "derta_rows_without_harmful_response": sum(h is None for h in harmful_answers),
         "derta_rows_with_harmful_prefix": len(prefix_lengths),
         "derta_mean_prefix_tokens": sum(prefix_lengths) / len(prefix_lengths) if prefix_lengths else None,
-        "derta_rto_positions": rto_positions,
+        "derta_rto_positions": rto_labels,
         "derta_sequences": len(examples),
         "derta_sequences_truncated": truncated,
         "derta_sequences_without_loss_after_truncation": without_loss,  # TRL drops these
