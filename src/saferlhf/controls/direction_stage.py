@@ -38,6 +38,7 @@ from saferlhf.controls import direction as rd
 from saferlhf.controls.direction_select import score_candidates, select_direction
 from saferlhf.controls.direction_report import layer_figure
 from saferlhf.controls.probe import auc
+from saferlhf.controls.tokens import copy_spec
 from saferlhf.data.builtin import LABELS as BUILTIN_LABELS
 from saferlhf.data.builtin import builtin_prompts
 from saferlhf.data.split import split_records
@@ -200,6 +201,7 @@ def run(config: RefusalDirectionConfig) -> dict:
 
     # 5. weight orthogonalisation, saved and reloaded
     ablated_model = _save_ablated(model, tokenizer, direction, out / "ablated", config.trust_remote_code)
+    copy_spec(config.model, out / "ablated")  # a refusal-token model keeps its tokens
     check = sets["harmful_validation"][:8] + sets["harmless_validation"][:8]
     metrics["max_abs_logit_diff_hooks_vs_weights"] = _hooks_vs_weights(model, ablated_model, tokenizer, direction, check)
     say(f"saved {out / 'ablated'}; hooked vs weight ablation: max |logit difference| "

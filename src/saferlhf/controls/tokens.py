@@ -29,6 +29,7 @@ embeddings, so the new row of the one matrix serves both, and LoRA leaves new ro
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,6 +73,18 @@ class RefusalTokens:
                                     f"(saferlhf sft refusal_tokens=single)")
         data = json.loads(path.read_text())
         return cls(data["respond"], tuple(data["refuse"]), tuple(data["categories"]))
+
+
+def copy_spec(source: str | Path, destination: str | Path) -> bool:
+    """Carry a model's ``refusal_tokens.json`` into the folder of a model trained from it (policy, DPO, SFT,
+    ablated copies): the tokens stay in the saved tokenizer and embeddings, and the spec says which they are.
+    True when ``source`` is a local folder that has one (a built-in name or hub id has none to copy)."""
+    spec = Path(source) / SPEC_FILE
+    if not spec.is_file():
+        return False
+    Path(destination).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec, Path(destination) / SPEC_FILE)
+    return True
 
 
 def answer_is_refusal(row: dict, prompt: str, response: str, where: str) -> bool:

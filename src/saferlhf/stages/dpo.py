@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.controls.tokens import copy_spec
 from saferlhf.data.loading import load_records
 from saferlhf.data.records import PreferenceRecord, prompt_messages
 from saferlhf.models.loading import apply_lora, causal_lm_for, load_tokenizer
@@ -130,6 +131,7 @@ def run(config: DPOStageConfig) -> dict:
         model, metrics[step] = dpo_step(config, model, tokenizer, records, step, writer)
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+    copy_spec(config.model.name_or_path, output_dir)
     metrics.update(publish(output_dir, "dpo", config.hub, base_model=config.model.name_or_path,
                            data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
