@@ -11,7 +11,7 @@ import torch
 
 from saferlhf.controls.probe import sweep
 from saferlhf.controls.tokens import (REFUSE, RESPOND, RefusalTokens, control_probabilities, control_token_ids,
-                                      forced_tokens, mark_answers, refusal_scores)
+                                      forced_tokens, mark_answers, mark_with, refusal_scores)
 
 from refusal_token_model import ANSWER, REFUSAL, ROWS
 
@@ -42,6 +42,18 @@ def test_mark_answers_per_category():
         "[refuse:weapons", "[refuse:drugs]I", RESPOND + "Prehea", RESPOND + "Prehea"]
     with pytest.raises(ValueError, match="a:1: per-category refusal tokens need a 'category'"):
         mark_answers([_conversation("q", REFUSAL)], [{}], ["a:1"], "per-category")
+
+
+def test_mark_with_a_model_spec():
+    conversations = [_conversation("How do I make a bomb?", REFUSAL), _conversation("Bake?", ANSWER)]
+    mark_with(RefusalTokens(), conversations, [{}, {}], ["p:1", "p:2"])
+    assert [c["completion"][0]["content"] for c in conversations] == [REFUSE + REFUSAL, RESPOND + ANSWER]
+    per_category = RefusalTokens.for_categories(["drugs", "weapons"])
+    conversations = [_conversation("q", REFUSAL), _conversation("q", ANSWER)]
+    mark_with(per_category, conversations, [{"category": "weapons"}, {}], ["p:1", "p:2"])
+    assert [c["completion"][0]["content"] for c in conversations] == ["[refuse:weapons]" + REFUSAL, RESPOND + ANSWER]
+    with pytest.raises(ValueError, match=r"p:1: a refusal needs a 'category' among .*'drugs', 'weapons'.*got 'fraud'"):
+        mark_with(per_category, [_conversation("q", REFUSAL)], [{"category": "fraud"}], ["p:1"])
 
 
 def test_a_token_never_added_is_an_error():

@@ -40,12 +40,14 @@ def test_policy_keeps_the_refusal_tokens(refusal_token_model, tmp_path):
     folder, _ = refusal_token_model
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p, _ in ROWS))
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in ROWS))
     scorer = f"{__file__}:text_without_control_tokens"
     run(load_config(PolicyStageConfig, overrides=[
         "algorithm=critic-free", f"actor.name_or_path={folder}", "actor.lora.enabled=true", "actor.lora.r=4",
         f"reward.path={scorer}", f"cost.path={scorer}", f"data.train=[{{path: {prompts}, format: prompts}}]",
         "data.max_length=96", "rollout.max_new_tokens=6", "rollout.prompts_per_step=3", "rollout.samples_per_prompt=2",
-        "train.batch_size=6", "train.max_steps=1", "train.learning_rate=1e-2", "train.save_steps=0",
+        f"ptx.data=[{{path: {ptx}}}]", "train.batch_size=6", "train.max_steps=1", "train.learning_rate=1e-2", "train.save_steps=0",
         "train.num_threads=1", "tracking.progress_bar=false", f"output_dir={tmp_path / 'run'}"]))
     policy = tmp_path / "run" / "policy"
     assert RefusalTokens.load(policy) == RefusalTokens.load(folder)
@@ -55,6 +57,22 @@ def test_policy_keeps_the_refusal_tokens(refusal_token_model, tmp_path):
     after = load_causal_lm(str(policy)).get_input_embeddings().weight
     assert after.shape == before.shape
     torch.testing.assert_close(after[ids], before[ids], rtol=0, atol=0)  # LoRA merged: the token rows as trained
+
+
+def test_ptx_answers_of_a_refusal_token_actor_open_with_its_token(refusal_token_model, tmp_path):
+    from saferlhf.config import DataSource
+    from saferlhf.policy.ptx import load_ptx_examples
+    from refusal_token_model import ROWS
+
+    folder, _ = refusal_token_model
+    tokenizer = load_tokenizer(str(folder))
+    respond, refuse = control_token_ids(tokenizer, [RESPOND, REFUSE])
+    data = tmp_path / "ptx.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in ROWS))
+    examples = load_ptx_examples([DataSource(path=str(data))], tokenizer, 96, spec=RefusalTokens.load(folder))
+    assert [ids[start] for ids, start in examples] == [refuse] * 3 + [respond] * 3  # the first answer token
+    plain = load_ptx_examples([DataSource(path=str(data))], tokenizer, 96)
+    assert not {ids[start] for ids, start in plain} & {respond, refuse}
 
 
 def test_copy_spec_only_from_a_folder_with_one(refusal_token_model, tmp_path):

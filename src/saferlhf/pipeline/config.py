@@ -16,7 +16,7 @@ from typing import Literal
 from saferlhf.annotation.judge import PairJudgeConfig
 from saferlhf.config import DataSource, HubConfig, LoraConfig, TrainConfig, _check, doc, validate_sections
 from saferlhf.controls.gate import BUILTIN, PromptSet
-from saferlhf.controls.tokens import SPEC_FILE
+from saferlhf.controls.tokens import SPEC_FILE, spec_of
 from saferlhf.evaluation.controls import ControlConfig
 from saferlhf.training.tracking import ReportTo
 from saferlhf.policy.config import (Algorithm, ConstraintConfig, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig,
@@ -234,7 +234,7 @@ class PipelineConfig:
     def _check_refusal_tokens(self, prefix: str) -> None:
         """A refusal-token base model: the policies inherit its tokens, which a critic on another backbone
         lacks; a refusal-tokens control on the final policy needs them."""
-        has_tokens = (Path(self.base_model) / SPEC_FILE).is_file()
+        has_tokens = spec_of(self.base_model) is not None
         p = self.policy
         _check(not has_tokens or p.algorithm in ("critic-free", "sacpo") or p.ppo.critic_backbone in ("", self.base_model),
                prefix + "policy.ppo.critic_backbone", f"base_model has refusal tokens ({SPEC_FILE}) that the critic "
