@@ -17,7 +17,6 @@ from test_pipeline import TINY
 FORCE_REFUSE = "evaluation.controls=[{name: rt, kind: refusal-tokens, threshold: 0.0}]"
 
 
-@pytest.mark.slow
 def test_refusal_tokens_on_the_final_policy(refusal_token_model, tmp_path):
     folder, _ = refusal_token_model
     out = tmp_path / "run"
