@@ -65,6 +65,14 @@ def test_config_errors_name_the_key(refusal_token_folder, overrides, key):
     assert load_config(PipelineConfig, overrides=[*base, FORCE_REFUSE]).evaluation.controls[0].threshold == 0.0
 
 
+def test_per_category_tokens_need_the_pipeline_without_ptx(tmp_path):
+    RefusalTokens.for_categories(["drugs", "weapons"]).save(tmp_path)
+    base = [f"base_model={tmp_path}", "policy.ppo.critic_backbone="]
+    with pytest.raises(ConfigError, match=re.escape("'policy.ptx_coeff'")):
+        load_config(PipelineConfig, overrides=base)
+    assert load_config(PipelineConfig, overrides=[*base, "policy.ptx_coeff=0"]).policy.ptx_coeff == 0
+
+
 def test_a_refusal_token_control_needs_a_refusal_token_base_model():
     with pytest.raises(ConfigError, match=r"'evaluation.controls\[0\].model'.*has no refusal_tokens.json"):
         load_config(PipelineConfig, overrides=["base_model=tiny-llama", FORCE_REFUSE])

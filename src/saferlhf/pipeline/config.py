@@ -234,8 +234,11 @@ class PipelineConfig:
     def _check_refusal_tokens(self, prefix: str) -> None:
         """A refusal-token base model: the policies inherit its tokens, which a critic on another backbone
         lacks; a refusal-tokens control on the final policy needs them."""
-        has_tokens = spec_of(self.base_model) is not None
-        p = self.policy
+        spec, p = spec_of(self.base_model), self.policy
+        has_tokens = spec is not None
+        _check(not has_tokens or spec.categories == ("",) or (p.ptx_coeff == 0 and p.algorithm != "sacpo"),
+               prefix + "policy.ptx_coeff", "base_model has per-category refusal tokens, and the preferred answers "
+               "that PTX and sacpo train on carry no category: set it to 0 (and use another algorithm than sacpo)")
         _check(not has_tokens or p.algorithm in ("critic-free", "sacpo") or p.ppo.critic_backbone in ("", self.base_model),
                prefix + "policy.ppo.critic_backbone", f"base_model has refusal tokens ({SPEC_FILE}) that the critic "
                f"backbone {p.ppo.critic_backbone!r} lacks: set it to '' (critics on the actor's own backbone)")
