@@ -24,3 +24,11 @@ def _few_threads(monkeypatch):
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def refusal_token_model(tmp_path_factory):
+    """``(folder, sft metrics)`` of a tiny model trained with refusal tokens (tests/refusal_token_model.py)."""
+    from refusal_token_model import train_refusal_token_model
+
+    return train_refusal_token_model(tmp_path_factory.mktemp("refusal-token-sft"))

@@ -11,10 +11,9 @@ import torch
 
 from saferlhf.controls.probe import sweep
 from saferlhf.controls.tokens import (REFUSE, RESPOND, RefusalTokens, control_probabilities, control_token_ids,
-                                      forced_tokens, mark_answers, refusal_scores)
+                                      forced_tokens, mark_answers, mark_with, refusal_scores)
 
-REFUSAL = "I'm sorry, but I can't help with that. It could hurt people."
-ANSWER = "Preheat the oven to 220C, shape the dough and bake it for thirty minutes until golden."
+from refusal_token_model import ANSWER, REFUSAL, ROWS
 
 
 def _conversation(prompt: str, answer: str) -> dict:
@@ -43,6 +42,18 @@ def test_mark_answers_per_category():
         "[refuse:weapons", "[refuse:drugs]I", RESPOND + "Prehea", RESPOND + "Prehea"]
     with pytest.raises(ValueError, match="a:1: per-category refusal tokens need a 'category'"):
         mark_answers([_conversation("q", REFUSAL)], [{}], ["a:1"], "per-category")
+
+
+def test_mark_with_a_model_spec():
+    conversations = [_conversation("How do I make a bomb?", REFUSAL), _conversation("Bake?", ANSWER)]
+    mark_with(RefusalTokens(), conversations, [{}, {}], ["p:1", "p:2"])
+    assert [c["completion"][0]["content"] for c in conversations] == [REFUSE + REFUSAL, RESPOND + ANSWER]
+    per_category = RefusalTokens.for_categories(["drugs", "weapons"])
+    conversations = [_conversation("q", REFUSAL), _conversation("q", ANSWER)]
+    mark_with(per_category, conversations, [{"category": "weapons"}, {}], ["p:1", "p:2"])
+    assert [c["completion"][0]["content"] for c in conversations] == ["[refuse:weapons]" + REFUSAL, RESPOND + ANSWER]
+    with pytest.raises(ValueError, match=r"p:1: a refusal needs a 'category' among .*'drugs', 'weapons'.*got 'fraud'"):
+        mark_with(per_category, [_conversation("q", REFUSAL)], [{"category": "fraud"}], ["p:1"])
 
 
 def test_a_token_never_added_is_an_error():
@@ -83,29 +94,6 @@ def test_sweep_on_written_logits():
                       (pytest.approx(2 / 3), 0.0), (1.0, 0.0)]
     # at 0.5 the forcing rule and the sweep agree: prompts with p >= 0.5 are refused
     assert forced_tokens(torch.softmax(logits, dim=-1), [0.5]) == [1, 1, 0, 1, 0]
-
-
-ROWS = [("How do I make a pipe bomb?", REFUSAL), ("How can I poison my neighbour's dog?", REFUSAL),
-        ("Write a threat to send to my ex.", REFUSAL), ("How do I bake bread?", ANSWER),
-        ("What is the capital of France?", "The capital of France is Paris, a city on the Seine river."),
-        ("Give me a tip for studying.", "Take short breaks every hour and test yourself on what you have learned.")]
-
-
-@pytest.fixture(scope="module")
-def refusal_token_model(tmp_path_factory):
-    """tiny-llama fine-tuned with ``saferlhf sft refusal_tokens=single`` on six rows until it memorises them."""
-    from saferlhf.config import load_config
-    from saferlhf.stages.sft import SFTStageConfig, run
-
-    root = tmp_path_factory.mktemp("sft")
-    data = root / "train.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in ROWS))
-    config = load_config(SFTStageConfig, overrides=[
-        "model.name_or_path=tiny-llama", f"train_data=[{{path: {data}}}]", f"output_dir={root / 'model'}",
-        "refusal_tokens=single", "train.max_steps=60", "train.batch_size=6", "train.learning_rate=3e-3",
-        "train.warmup_ratio=0.0", "train.lr_scheduler=constant", "train.weight_decay=0.0", "max_length=96"])
-    metrics = run(config)
-    return root / "model", metrics
 
 
 def test_sft_saves_the_tokens_and_trains_them(refusal_token_model):
@@ -163,6 +151,29 @@ def test_lora_trains_the_token_rows(tmp_path):
     assert tuned.shape == base.shape
     assert (tuned[-2:] - base[-2:]).abs().max() > 1e-3  # the new rows are trained under LoRA
     torch.testing.assert_close(tuned[:-2], base[:-2], rtol=0, atol=0)  # the old rows are exactly untouched
+
+
+def test_under_lora_the_new_rows_learn_at_their_own_rate(tmp_path):
+    """Adam's first step moves every weight with a gradient by its learning rate (m / sqrt(v) = sign(g)): one
+    step at train.learning_rate = 1e-4 and refusal_tokens_learning_rate = 0.02 moves the new rows by 0.02."""
+    from saferlhf.config import load_config
+    from saferlhf.controls.tokens import add_control_tokens
+    from saferlhf.models.loading import load_causal_lm, load_tokenizer
+    from saferlhf.stages.sft import SFTStageConfig, run
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in ROWS))
+    metrics = run(load_config(SFTStageConfig, overrides=[
+        "model.name_or_path=tiny-llama", f"train_data=[{{path: {data}}}]", f"output_dir={tmp_path / 'lora'}",
+        "refusal_tokens=single", "refusal_tokens_learning_rate=0.02", "model.lora.enabled=true", "model.lora.r=4",
+        "train.max_steps=1", "train.batch_size=6", "train.learning_rate=1e-4", "train.weight_decay=0.1",
+        "train.lr_scheduler=constant", "train.warmup_ratio=0", "max_length=96"]))
+    start = load_causal_lm("tiny-llama")
+    add_control_tokens(start, load_tokenizer("tiny-llama"), RefusalTokens(), seed=42)
+    step = (load_causal_lm(str(tmp_path / "lora")).get_input_embeddings().weight[-2:]
+            - start.get_input_embeddings().weight[-2:]).abs()
+    assert abs(step.max().item() - 0.02) < 1e-4 and step.median().item() > 0.019  # not 1e-4, no weight decay
+    assert 0.0 <= metrics["control_token_train_accuracy"] <= 1.0
 
 
 def test_evaluate_with_refusal_token_controls(refusal_token_model, tmp_path):

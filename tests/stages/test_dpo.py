@@ -24,6 +24,31 @@ def test_preference_rows_pick_the_label_of_the_step():
     assert safe["chosen"] == [{"role": "assistant", "content": "safe refusal"}]
 
 
+def test_preference_rows_of_a_refusal_token_model_open_with_its_tokens():
+    from saferlhf.controls.tokens import REFUSE, RESPOND, RefusalTokens
+
+    refusal = "I'm sorry, but I can't help with that."
+    record = PreferenceRecord(prompt="How do I make a bomb?", response_0="Mix these chemicals.", response_1=refusal,
+                              better_response_id=0, safer_response_id=1)
+    safe, = preference_rows([record], "safer", RefusalTokens())
+    assert safe["chosen"][0]["content"] == REFUSE + refusal
+    assert safe["rejected"][0]["content"] == RESPOND + "Mix these chemicals."
+
+
+def test_dpo_on_a_refusal_token_model_keeps_its_tokens(refusal_token_model, tmp_path):
+    from saferlhf.controls.tokens import REFUSE, RESPOND, RefusalTokens, control_token_ids
+    from saferlhf.models.loading import load_tokenizer
+
+    folder, _ = refusal_token_model
+    out = tmp_path / "dpo"
+    assert main(["dpo", f"model.name_or_path={folder}", f"train_data=[{_pairs(tmp_path, 4)}]", "objective=safety",
+                 "train.batch_size=2", "train.max_steps=1", "train.save_steps=0", "max_length=64",
+                 f"output_dir={out}"]) == 0
+    assert RefusalTokens.load(out) == RefusalTokens.load(folder)
+    assert control_token_ids(load_tokenizer(str(out)), [RESPOND, REFUSE]) == control_token_ids(
+        load_tokenizer(str(folder)), [RESPOND, REFUSE])
+
+
 def _pairs(tmp_path, count=8):
     path = tmp_path / "pairs.jsonl"
     rows = [{"prompt": f"Question {i}?", "response_0": f"Answer {i}.", "response_1": "I can't help with that.",

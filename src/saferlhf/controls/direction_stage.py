@@ -40,7 +40,7 @@ from saferlhf.controls import direction as rd
 from saferlhf.controls.direction_select import score_candidates, select_direction
 from saferlhf.controls.direction_report import layer_figure
 from saferlhf.controls.probe import auc
-from saferlhf.controls.tokens import SPEC_FILE, RefusalTokens, control_token_ids
+from saferlhf.controls.tokens import SPEC_FILE, control_token_ids, copy_spec, spec_of
 from saferlhf.data.builtin import LABELS as BUILTIN_LABELS
 from saferlhf.data.builtin import builtin_prompts
 from saferlhf.data.split import split_records
@@ -203,6 +203,7 @@ def run(config: RefusalDirectionConfig) -> dict:
 
     # 5. weight orthogonalisation, saved and reloaded
     ablated_model = _save_ablated(model, tokenizer, direction, out / "ablated", config.trust_remote_code)
+    copy_spec(config.model, out / "ablated")  # a refusal-token model keeps its tokens
     check = sets["harmful_validation"][:8] + sets["harmless_validation"][:8]
     metrics["max_abs_logit_diff_hooks_vs_weights"] = _hooks_vs_weights(model, ablated_model, tokenizer, direction, check)
     say(f"saved {out / 'ablated'}; hooked vs weight ablation: max |logit difference| "
@@ -273,8 +274,9 @@ def _refusal_tokens(config, model, tokenizer, harmful: list[str], harmless: list
                                      [a for a, r in zip(answers, refused) if not r])
     metrics["generated_refusal_rate"] = {"harmful_direction_and_validation": n_refused / len(harmful),
                                          "harmless_validation": n_harmless_refused / len(harmless)}
-    if (Path(config.model) / SPEC_FILE).is_file():  # its answers open with [refuse] (decoded away from the text)
-        token_ids = control_token_ids(tokenizer, list(RefusalTokens.load(config.model).refuse))
+    spec = spec_of(config.model)
+    if spec is not None:  # its answers open with [refuse] (decoded away from the text)
+        token_ids = control_token_ids(tokenizer, list(spec.refuse))
         metrics["refusal_tokens_from"] = SPEC_FILE
     if not token_ids:
         _stop_or_warn(config, metrics, out, warn, f"no refusal-opening token: the model refused {n_refused} of "

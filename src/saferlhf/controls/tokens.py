@@ -29,6 +29,7 @@ embeddings, so the new row of the one matrix serves both, and LoRA leaves new ro
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +75,23 @@ class RefusalTokens:
         return cls(data["respond"], tuple(data["refuse"]), tuple(data["categories"]))
 
 
+def spec_of(model: str | Path) -> RefusalTokens | None:
+    """The refusal tokens of a model folder; None for a model without (or a built-in name / hub id)."""
+    return RefusalTokens.load(model) if (Path(model) / SPEC_FILE).is_file() else None
+
+
+def copy_spec(source: str | Path, destination: str | Path) -> bool:
+    """Carry a model's ``refusal_tokens.json`` into the folder of a model trained from it (policy, DPO, SFT,
+    ablated copies): the tokens stay in the saved tokenizer and embeddings, and the spec says which they are.
+    True when ``source`` is a local folder that has one (a built-in name or hub id has none to copy)."""
+    spec = Path(source) / SPEC_FILE
+    if not spec.is_file():
+        return False
+    Path(destination).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec, Path(destination) / SPEC_FILE)
+    return True
+
+
 def answer_is_refusal(row: dict, prompt: str, response: str, where: str) -> bool:
     """The row's ``refusal`` column (true/false or a refusal label) when present, else the rule detector."""
     value = row.get("refusal")
@@ -94,10 +112,7 @@ def mark_answers(conversations: list[dict], rows: list[dict], locations: list[st
     """
     if mode not in MODES[1:]:
         raise ValueError(f"refusal token mode must be one of {MODES[1:]}, got {mode!r}")
-    refusals = []
-    for conversation, row, where in zip(conversations, rows, locations):
-        prompt = conversation["prompt"][-1]["content"]
-        refusals.append(answer_is_refusal(row, prompt, conversation["completion"][0]["content"], where))
+    refusals = _refusals(conversations, rows, locations)
     if mode == "per-category":
         missing = [where for row, where, refused in zip(rows, locations, refusals) if refused and not row.get("category")]
         if missing:
@@ -106,12 +121,31 @@ def mark_answers(conversations: list[dict], rows: list[dict], locations: list[st
         spec = RefusalTokens.for_categories([row["category"] for row, refused in zip(rows, refusals) if refused])
     else:
         spec = RefusalTokens()
-    token_of = dict(zip(spec.categories, spec.refuse))
-    for conversation, row, refused in zip(conversations, rows, refusals):
-        token = (token_of[row["category"]] if mode == "per-category" else REFUSE) if refused else spec.respond
-        answer = conversation["completion"][0]
-        conversation["completion"] = [{**answer, "content": token + answer["content"]}]
+    _prefix(conversations, rows, locations, spec, refusals)
     return spec
+
+
+def mark_with(spec: RefusalTokens, conversations: list[dict], rows: list[dict], locations: list[str]) -> None:
+    """Prepend the tokens of an existing model's ``spec`` (PTX rows of a refusal-token actor), in place: a
+    model trained to open every answer with one must not be taught answers without it."""
+    _prefix(conversations, rows, locations, spec, _refusals(conversations, rows, locations))
+
+
+def _refusals(conversations: list[dict], rows: list[dict], locations: list[str]) -> list[bool]:
+    return [answer_is_refusal(row, conversation["prompt"][-1]["content"], conversation["completion"][0]["content"],
+                              where) for conversation, row, where in zip(conversations, rows, locations)]
+
+
+def _prefix(conversations, rows, locations, spec: RefusalTokens, refusals: list[bool]) -> None:
+    token_of = dict(zip(spec.categories, spec.refuse))
+    for conversation, row, where, refused in zip(conversations, rows, locations, refusals):
+        category = "" if spec.categories == ("",) else row.get("category")
+        if refused and category not in token_of:
+            raise ValueError(f"{where}: a refusal needs a 'category' among the model's refusal tokens "
+                             f"{list(spec.categories)}, got {category!r}")
+        answer = conversation["completion"][0]
+        token = token_of[category] if refused else spec.respond
+        conversation["completion"] = [{**answer, "content": token + answer["content"]}]
 
 
 def add_control_tokens(model, tokenizer, spec: RefusalTokens, seed: int = 42) -> list[int]:

@@ -10,10 +10,14 @@ to raise on a GPU. The policy sections are the ``train-policy`` sections themsel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from saferlhf.annotation.judge import PairJudgeConfig
 from saferlhf.config import DataSource, HubConfig, LoraConfig, TrainConfig, _check, doc, validate_sections
+from saferlhf.controls.gate import BUILTIN, PromptSet
+from saferlhf.controls.tokens import SPEC_FILE, spec_of
+from saferlhf.evaluation.controls import ControlConfig
 from saferlhf.training.tracking import ReportTo
 from saferlhf.policy.config import (Algorithm, ConstraintConfig, CriticFreeConfig, LagrangeConfig, PolicyTrainConfig,
                                     PPOConfig, RolloutConfig)
@@ -141,11 +145,42 @@ class PipelineEvalConfig:
     classifier_path: str = doc("", "A trained refusal classifier folder: its labels join the rule detector's.")
     compare_runs: list[str] = doc([], "Other pipeline output folders whose final policies join the evaluation "
                                       "(e.g. the same run with --algo ppo): what the constraint buys, in one report.")
+    controls: list[ControlConfig] = doc(
+        [], "Refusal controls (saferlhf evaluate's `controls`, docs/controls.md) run on the last round's evaluation; "
+            "model '' = the final policy (refusal-tokens: a base_model trained with saferlhf sft refusal_tokens=...). "
+            "Thresholds are chosen on their dev_prompts, which must not be the evaluation sets.")
 
     def validate(self, prefix: str) -> None:
         _check(self.xstest_limit >= 0, prefix + "xstest_limit", "must be >= 0")
         _check(self.max_new_tokens > 0, prefix + "max_new_tokens", "must be > 0")
         _check(self.batch_size >= 0, prefix + "batch_size", "must be >= 0 (0 = auto)")
+        names = [control.name for control in self.controls]
+        _check(len(set(names)) == len(names), prefix + "controls", f"names must be unique: {names}")
+        for i, control in enumerate(self.controls):
+            control.validate(f"{prefix}controls[{i}].")
+            for key, prompt_sets in _fitted_on(control).items():
+                for j, prompt_set in enumerate(prompt_sets):
+                    _check(not self._is_evaluation_set(prompt_set), f"{prefix}controls[{i}].{key}[{j}]",
+                           "is one of the pipeline's evaluation sets: fit and choose on other prompts (e.g. "
+                           "{split: train}, or a file), or give a threshold")
+
+    def _is_evaluation_set(self, prompt_set: PromptSet) -> bool:
+        if prompt_set.path == BUILTIN:
+            return self.heldout and prompt_set.split != "train"
+        return bool(self.xstest_path) and Path(prompt_set.path).resolve() == Path(self.xstest_path).resolve()
+
+
+def _fitted_on(control: ControlConfig) -> dict[str, list[PromptSet]]:
+    """The prompt sets a control learns from: a gate's probe (train_prompts) and its layer or threshold
+    (dev_prompts), a refusal-token threshold (dev_prompts); none when it is fixed in the config."""
+    used = {}
+    if control.kind == "gate" and not control.gate_path:
+        used["train_prompts"] = control.train_prompts
+        if control.threshold is None or not control.layer:
+            used["dev_prompts"] = control.dev_prompts
+    elif control.threshold is None:
+        used["dev_prompts"] = control.dev_prompts
+    return used
 
 
 @dataclass
@@ -194,6 +229,23 @@ class PipelineConfig:
         _check(self.rounds >= 1, prefix + "rounds", "must be >= 1")
         _check(self.num_threads >= 0, prefix + "num_threads", "must be >= 0")
         _check(bool(self.output_dir), prefix + "output_dir", "must not be empty")
+        self._check_refusal_tokens(prefix)
+
+    def _check_refusal_tokens(self, prefix: str) -> None:
+        """A refusal-token base model: the policies inherit its tokens, which a critic on another backbone
+        lacks; a refusal-tokens control on the final policy needs them."""
+        spec, p = spec_of(self.base_model), self.policy
+        has_tokens = spec is not None
+        _check(not has_tokens or spec.categories == ("",) or (p.ptx_coeff == 0 and p.algorithm != "sacpo"),
+               prefix + "policy.ptx_coeff", "base_model has per-category refusal tokens, and the preferred answers "
+               "that PTX and sacpo train on carry no category: set it to 0 (and use another algorithm than sacpo)")
+        _check(not has_tokens or p.algorithm in ("critic-free", "sacpo") or p.ppo.critic_backbone in ("", self.base_model),
+               prefix + "policy.ppo.critic_backbone", f"base_model has refusal tokens ({SPEC_FILE}) that the critic "
+               f"backbone {p.ppo.critic_backbone!r} lacks: set it to '' (critics on the actor's own backbone)")
+        for i, control in enumerate(self.evaluation.controls):
+            _check(has_tokens or control.kind != "refusal-tokens" or bool(control.model),
+                   f"{prefix}evaluation.controls[{i}].model", f"'' is the final policy, but base_model "
+                   f"{self.base_model!r} has no {SPEC_FILE} (train it with saferlhf sft refusal_tokens=single)")
 
     def apply_quick(self) -> None:
         """The ``--quick`` sizes (a smoke run of every stage in a few minutes on a CPU)."""

@@ -83,7 +83,8 @@ def run(config: PipelineConfig) -> dict:
                   for kind in ("reward", "cost")}
         policy, policy_metrics = train_policy(config, policy, rows, preference_files, folder)
         models.append((f"round-{index}", policy))
-        evaluation = evaluate(config, models, benchmarks, folder, output_dir / "evaluation")
+        evaluation = evaluate(config, models, benchmarks, folder, output_dir / "evaluation",
+                              controls=index == config.rounds)
         rounds.append({"round": index, "prompts": len(rows), "reward_model": scores["reward"],
                        "cost_model": scores["cost"], "policy": policy_metrics})
         so_far = summary(evaluation, models, rounds, started)
@@ -247,9 +248,10 @@ def evaluation_sets(config: PipelineConfig, output_dir: Path) -> list[dict]:
 
 
 def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: list[dict], folder: Path,
-             output_dir: Path) -> tuple[dict, list[dict]]:
+             output_dir: Path, controls: bool = False) -> tuple[dict, list[dict]]:
     """``saferlhf evaluate`` on every model so far (answers of earlier rounds are reused), scored by this round's
-    reward and cost models; returns its metrics and its answer records."""
+    reward and cost models, with ``evaluation.controls`` when ``controls`` (the last round; model '' = the
+    newest policy); returns its metrics and its answer records."""
     from saferlhf.evaluation.stage import EvaluateConfig, run as run_evaluate
 
     e = config.evaluation
@@ -267,6 +269,7 @@ def evaluate(config: PipelineConfig, models: list[tuple[str, str]], benchmarks: 
         "training_logs": logs, "rounds": rounds, "output_dir": str(output_dir), "precision": config.precision,
         "reuse_from": [str(Path(path) / "evaluation" / "generations.jsonl") for path in e.compare_runs],
         "report_to": config.report_to,
+        "controls": [{**to_dict(c), "model": c.model or models[-1][1]} for c in e.controls] if controls else [],
     })
     metrics = run_evaluate(evaluate_config)
     return metrics, read_jsonl(output_dir / "generations.jsonl")
@@ -334,7 +337,8 @@ def summary(evaluation: tuple[dict, list[dict]], models: list[tuple[str, str]], 
                                **_harmful_costs(s)}
                         for name, s in per_set.items()}
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"models": table, "rounds": rounds, "policies": dict(models), "precision": evaluation.get("precision"),
+    return {"models": table, **({"controls": evaluation["controls"]} if "controls" in evaluation else {}),
+            "rounds": rounds, "policies": dict(models), "precision": evaluation.get("precision"),
             "wall_time_s": time.perf_counter() - started, "peak_memory_gb": usage / 1024 ** 2}
 
 
@@ -357,6 +361,12 @@ def results_table(metrics: dict) -> str:
             costs = f"{num(s.get('harmful_cost_refused'))} / {num(s.get('harmful_cost_complied'))}"
             lines.append(f"| {model} | {name} | {pct(s['harmful_compliance_rate'])} | {pct(s['false_refusal_rate'])} "
                          f"| {num(s['mean_benign_reward'])} | {costs} |")
+    sets = list(dict.fromkeys(name for per_set in metrics["models"].values() for name in per_set))
+    for name, control in metrics.get("controls", {}).items():  # the final policy under each control
+        for bench in (bench for bench in sets if bench in control):
+            s = control[bench]
+            lines.append(f"| control:{name} (threshold {num(control.get('threshold'))}) | {bench} "
+                         f"| {pct(s['harmful_compliance_rate'])} | {pct(s['false_refusal_rate'])} | – | – / – |")
     for model, result in metrics.get("safety_test", {}).items():
         tests = "; ".join(f"{test}: {t['estimate']:.3f}, bound {t['upper_bound']:.3f} ({t['method']}, n = {t['n']}) "
                           f"vs {t['threshold']:.3f}" for test, t in result["tests"].items())

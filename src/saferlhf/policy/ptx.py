@@ -6,7 +6,9 @@ pairs, answer tokens only. Rows are read as ``saferlhf sft`` reads them
 rendered with the chat template (:func:`saferlhf.data.templates.encode`). Batches are taken in a
 fixed seeded order; the position is part of the checkpoint, so a resumed run sees the same batches.
 ``ptx.past_tense_refusals=N`` adds N past-tense refusals, as ``saferlhf sft`` does
-(:func:`saferlhf.stages.sft.past_tense_rows`).
+(:func:`saferlhf.stages.sft.past_tense_rows`). An actor trained with refusal tokens (a ``refusal_tokens.json``
+in its folder) gets every answer opened with its control token, as its SFT data was
+(:func:`saferlhf.controls.tokens.mark_with`): PTX must not teach it answers without one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from saferlhf.config import DataSource
+from saferlhf.controls.tokens import RefusalTokens, mark_with, spec_of
 from saferlhf.data.readers import read_rows
 from saferlhf.data.templates import encode
 from saferlhf.policy.order import EpochOrder
@@ -21,15 +24,16 @@ from saferlhf.policy.order import EpochOrder
 IGNORE_INDEX = -100
 
 
-def load_ptx(ptx, tokenizer, max_length: int) -> list[tuple[list[int], int]]:
-    """The examples of a :class:`saferlhf.policy.config.PTXConfig`: its data plus its past-tense refusals."""
+def load_ptx(ptx, tokenizer, max_length: int, actor: str = "") -> list[tuple[list[int], int]]:
+    """The examples of a :class:`saferlhf.policy.config.PTXConfig`: its data plus its past-tense refusals, marked
+    with the control tokens of ``actor`` (its name or folder) when it has refusal tokens."""
     from saferlhf.stages.sft import past_tense_rows
 
-    return load_ptx_examples(ptx.data, tokenizer, max_length, past_tense_rows(ptx))
+    return load_ptx_examples(ptx.data, tokenizer, max_length, past_tense_rows(ptx), spec_of(actor))
 
 
-def load_ptx_examples(sources: list[DataSource], tokenizer, max_length: int,
-                      extra_rows: list[dict] = ()) -> list[tuple[list[int], int]]:
+def load_ptx_examples(sources: list[DataSource], tokenizer, max_length: int, extra_rows: list[dict] = (),
+                      spec: RefusalTokens | None = None) -> list[tuple[list[int], int]]:
     """``(input_ids, prompt_length)`` per usable row; rows whose answer does not fit are skipped and counted."""
     from saferlhf.stages.sft import to_conversation
 
@@ -42,6 +46,8 @@ def load_ptx_examples(sources: list[DataSource], tokenizer, max_length: int,
     examples, overlong = [], 0
     for row, location in rows:
         conversation = to_conversation(row, location)
+        if spec is not None:
+            mark_with(spec, [conversation], [row], [location])
         encoded = encode(tokenizer, conversation["prompt"], conversation["completion"][0]["content"], max_length)
         if encoded.overlong:
             overlong += 1

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saferlhf.config import to_dict
+from saferlhf.controls.tokens import copy_spec
 from saferlhf.models.model_card import publish
 from saferlhf.policy.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tmp, save_checkpoint
 from saferlhf.policy.config import PolicyStageConfig
@@ -244,6 +245,7 @@ def _save_policy(trainer: PolicyTrainer, folder: Path) -> None:
         state_dict = None  # the merged copy's own weights
     actor.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
     trainer.tokenizer.save_pretrained(folder)
+    copy_spec(trainer.config.actor.name_or_path, folder)
 
 
 def _summary(log_path: Path) -> dict[str, float]:

@@ -114,7 +114,7 @@ class PolicyTrainer:
         self.eval_sets = self._load_eval_sets()
         self.ptx = None
         if (c.ptx.data or c.ptx.past_tense_refusals) and c.ptx.coeff > 0:
-            self.ptx = PTXBatches(load_ptx(c.ptx, self.tokenizer, c.data.max_length),
+            self.ptx = PTXBatches(load_ptx(c.ptx, self.tokenizer, c.data.max_length, c.actor.name_or_path),
                                   c.ptx.batch_size or c.train.batch_size,
                                   self.tokenizer.pad_token_id, c.train.seed, self.accelerator.process_index,
                                   self.accelerator.num_processes)

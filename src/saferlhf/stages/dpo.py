@@ -18,6 +18,9 @@ reference is the merged model). ``ches_drop_fraction`` drops that share of each 
 highest CHES under the model about to be trained (Razin et al. 2024, :mod:`saferlhf.stages.ches`)
 before the step. A pair without the label a step needs stops the run with its ``file:line``.
 
+A model trained with refusal tokens keeps them: every answer of a pair opens with the model's control token
+(:func:`saferlhf.controls.tokens.mark_with`) and ``refusal_tokens.json`` is copied into the output folder.
+
 Outputs: ``output_dir`` is a Hugging Face model folder (merged weights + tokenizer), with
 ``metrics.json`` (per step: pairs trained on, pairs dropped by CHES and by TRL as too long, final loss,
 reward accuracy and margin) and
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
+from saferlhf.controls.tokens import RefusalTokens, copy_spec, mark_with, spec_of
 from saferlhf.data.loading import load_records
 from saferlhf.data.records import PreferenceRecord, prompt_messages
 from saferlhf.models.loading import apply_lora, causal_lm_for, load_tokenizer
@@ -73,14 +77,18 @@ class DPOStageConfig:
         _check(self.max_length > 8, prefix + "max_length", "must be > 8")
 
 
-def preference_rows(records: list[PreferenceRecord], preference: str) -> list[dict]:
-    """TRL's conversational preference rows: ``prompt`` (messages), ``chosen``, ``rejected`` (assistant turns)."""
+def preference_rows(records: list[PreferenceRecord], preference: str, spec: RefusalTokens | None = None) -> list[dict]:
+    """TRL's conversational preference rows: ``prompt`` (messages), ``chosen``, ``rejected`` (assistant turns);
+    with ``spec`` (a refusal-token model) each answer opens with its control token, as the model's own do."""
     rows = []
     for record in records:
         chosen = record.better_response_id if preference == "better" else record.safer_response_id
-        rows.append({"prompt": prompt_messages(record.prompt),
-                     "chosen": [{"role": "assistant", "content": record.response(chosen)}],
-                     "rejected": [{"role": "assistant", "content": record.response(1 - chosen)}]})
+        prompt = prompt_messages(record.prompt)
+        answers = [{"prompt": prompt, "completion": [{"role": "assistant", "content": record.response(index)}]}
+                   for index in (chosen, 1 - chosen)]
+        if spec is not None:
+            mark_with(spec, answers, [{}, {}], [record.source] * 2)
+        rows.append({"prompt": prompt, "chosen": answers[0]["completion"], "rejected": answers[1]["completion"]})
     return rows
 
 
@@ -99,7 +107,7 @@ def dpo_step(config: DPOStageConfig, model, tokenizer, records: list[PreferenceR
     args = DPOConfig(**trainer_arguments(config.train, str(folder)), max_length=config.max_length,
                      beta=config.beta if step == "helpfulness" else config.safety_beta)
     trainer = DPOTrainer(model=apply_lora(model.train(), config.model.lora, "CAUSAL_LM"), args=args,
-                         train_dataset=Dataset.from_list(preference_rows(kept, preference)),
+                         train_dataset=Dataset.from_list(preference_rows(kept, preference, spec_of(config.model.name_or_path))),
                          processing_class=tokenizer, callbacks=[log_callback(writer, dpo_step=step)])
     if len(trainer.train_dataset) < len(kept):  # TRL drops pairs whose answers max_length cuts away entirely
         print(f"[saferlhf dpo] {step}: {len(kept) - len(trainer.train_dataset)} of {len(kept)} pairs left out by "
@@ -130,6 +138,7 @@ def run(config: DPOStageConfig) -> dict:
         model, metrics[step] = dpo_step(config, model, tokenizer, records, step, writer)
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
+    copy_spec(config.model.name_or_path, output_dir)
     metrics.update(publish(output_dir, "dpo", config.hub, base_model=config.model.name_or_path,
                            data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)

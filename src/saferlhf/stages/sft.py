@@ -33,6 +33,7 @@ from typing import Literal
 
 from saferlhf.config import DataSource, HubConfig, ModelConfig, TrainConfig, _check, doc, to_dict, validate_sections
 from saferlhf.controls.gate import PromptSet
+from saferlhf.controls.tokens import copy_spec
 from saferlhf.data.readers import read_rows
 from saferlhf.models.loading import causal_lm_for, load_tokenizer
 from saferlhf.models.model_card import publish
@@ -210,6 +211,8 @@ def run(config: SFTStageConfig) -> dict:
         tokenizer.save_pretrained(output_dir)
         if tokens is not None:
             tokens.save(output_dir)
+        else:  # further SFT of a refusal-token model keeps its tokens
+            copy_spec(config.model.name_or_path, output_dir)
         metrics.update(publish(output_dir, "sft", config.hub, base_model=config.model.name_or_path,
                                data=[s.path for s in config.train_data], metrics=metrics, config=to_dict(config)))
     writer.write_metrics(metrics)
