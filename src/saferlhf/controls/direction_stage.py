@@ -170,6 +170,7 @@ def run(config: RefusalDirectionConfig) -> dict:
     harmless_train, harmless_val = _split(load_prompt_set(config.harmless, "harmless"), fraction, seed)
     tests = {kind: [r["prompt"] for r in load_prompt_set(getattr(config, f"{kind}_test"), f"{kind}_test")]
              for kind in ("harmful", "harmless")}
+    auc_rows = _auc_rows(config.auc_prompts) if config.auc_prompts.source else None  # a bad set fails now, not last
     metrics: dict = {"model": config.model, "n_layers": n_layers, "warnings": []}
 
     def warn(text: str) -> None:
@@ -217,9 +218,9 @@ def run(config: RefusalDirectionConfig) -> dict:
         rd.last_logits(ablated_model, tokenizer, tests["harmless"], batch)).mean())
     metrics["test_prompts"] = {kind: len(prompts) for kind, prompts in tests.items()}
     atomic_write_text(out / "generations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    if config.auc_prompts.source:
-        metrics["auc_per_layer"] = _projection_auc(model, tokenizer, config.auc_prompts, directions, chosen,
-                                                   positions, batch)
+    if auc_rows is not None:
+        metrics["auc_per_layer"] = _projection_auc(model, tokenizer, auc_rows, config.auc_prompts.source, directions,
+                                                   chosen, positions, batch)
     layer_figure(metrics).savefig(out / "layers.png", dpi=120)
     metrics["wall_time_s"] = time.time() - started
     metrics.update(publish(out / "ablated", "refusal-ablated", config.hub, base_model=config.model,
@@ -370,13 +371,18 @@ def _hooks_vs_weights(model, ablated_model, tokenizer, direction: torch.Tensor, 
     return float((hooked - weights)[batch["attention_mask"].bool()].abs().max())
 
 
-def _projection_auc(model, tokenizer, config: PromptSetConfig, directions, chosen, positions, batch) -> dict:
+def _auc_rows(config: PromptSetConfig) -> list[dict]:
+    """The labelled prompts of the per-layer AUC (harmful and harmless ones; both must be there)."""
+    rows = [r for r in load_prompt_set(config, "auc_prompts") if r["label"] in ("harmful", "harmless")]
+    if len({r["label"] for r in rows}) < 2:
+        raise ConfigError(f"config key 'auc_prompts.source': {config.source} needs both harmful and harmless prompts")
+    return rows
+
+
+def _projection_auc(model, tokenizer, rows: list[dict], source: str, directions, chosen, positions, batch) -> dict:
     """Per layer, the AUC (harmful vs harmless) of the projection of the activation at the selected position
     on the selected direction, and on that layer's own candidate at the same position."""
-    rows = [r for r in load_prompt_set(config, "auc_prompts") if r["label"] in ("harmful", "harmless")]
     labels = torch.tensor([r["label"] == "harmful" for r in rows])
-    if labels.all() or not labels.any():
-        raise ConfigError(f"config key 'auc_prompts.source': {config.source} needs both harmful and harmless prompts")
     position_index, layer = chosen
     acts = rd.block_inputs(model, tokenizer, [r["prompt"] for r in rows], [positions[position_index]], batch)[:, :, 0]
 
@@ -384,6 +390,6 @@ def _projection_auc(model, tokenizer, config: PromptSetConfig, directions, chose
         return [auc(rd.project(acts[:, l], direction_at(l)), labels) if direction_at(l).norm() > 0 else None
                 for l in range(acts.shape[1])]
 
-    return {"prompts": len(rows), "source": config.source,
+    return {"prompts": len(rows), "source": source,
             "selected_direction": aucs(lambda l: directions[position_index, layer]),
             "own_layer_direction": aucs(lambda l: directions[position_index, l])}
