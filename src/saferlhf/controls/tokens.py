@@ -225,31 +225,27 @@ def control_token_accuracy(model, tokenizer, conversations: list[dict], spec: Re
     prompts = [c["prompt"] for c in conversations]
     wanted = [by_token[next(t for t in spec.tokens if c["completion"][0]["content"].startswith(t))]
               for c in conversations]
-    device = next(model.parameters()).device
-    hits = 0
-    for start in range(0, len(prompts), 16):
-        texts = [render_prompt(tokenizer, p) for p in prompts[start:start + 16]]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
-                          add_special_tokens=False).to(device)
-        with torch.no_grad():
-            best = model(**batch).logits[:, -1].argmax(dim=-1).tolist()
-        hits += sum(b == w for b, w in zip(best, wanted[start:start + 16]))
-    return hits / len(prompts)
+    best = torch.cat([logits.argmax(dim=-1) for logits in first_answer_logits(model, tokenizer, prompts)]).tolist()
+    return sum(b == w for b, w in zip(best, wanted)) / len(prompts)
 
 
-def control_probabilities(model, tokenizer, prompts: list, token_ids: list[int], temperature: float = 1.0,
-                          batch_size: int = 16) -> torch.Tensor:
-    """(N, K) probabilities of the K control tokens at the first answer position of each prompt."""
+def first_answer_logits(model, tokenizer, prompts: list, batch_size: int = 16):
+    """Per batch, the (B, vocab) float logits at the first answer position (after the chat template's
+    generation prompt); batch by batch, so that N x vocab is never held at once."""
     device = next(model.parameters()).device
-    out = []
     for start in range(0, len(prompts), batch_size):
         texts = [render_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                           add_special_tokens=False).to(device)
         with torch.no_grad():
-            logits = model(**batch).logits[:, -1].float()  # (B, vocab): the next token is the answer's first
-        out.append(torch.softmax(logits / temperature, dim=-1)[:, token_ids].cpu())
-    return torch.cat(out)
+            yield model(**batch).logits[:, -1].float().cpu()
+
+
+def control_probabilities(model, tokenizer, prompts: list, token_ids: list[int], temperature: float = 1.0,
+                          batch_size: int = 16) -> torch.Tensor:
+    """(N, K) probabilities of the K control tokens at the first answer position of each prompt."""
+    return torch.cat([torch.softmax(logits / temperature, dim=-1)[:, token_ids]
+                      for logits in first_answer_logits(model, tokenizer, prompts, batch_size)])
 
 
 def refusal_scores(probabilities: torch.Tensor) -> list[float]:
