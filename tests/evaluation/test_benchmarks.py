@@ -77,6 +77,13 @@ def test_jsonl_json_forced_label_and_limit(tmp_path):
     assert (bench.prompts[0].prompt, bench.prompts[0].category) == ("Name three fruits.", "")
 
 
+def test_the_projects_own_labels_read_as_benchmark_labels(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"  # the shape of experiments/data/minimal_pairs.jsonl
+    pairs.write_text("".join(json.dumps({"prompt": f"p{i}", "label": label, "category": "homonyms"}) + "\n"
+                             for i, label in enumerate(["pseudo_harmful", "harmful", "benign"])))
+    assert [p.label for p in load_benchmark("pairs", str(pairs)).prompts] == ["harmless", "harmful", "harmless"]
+
+
 def test_errors_name_file_line_and_reason(tmp_path):
     bad_label = _write_csv(tmp_path / "bad.csv", ["prompt", "label"], [["a", "safe"], ["b", "maybe"]])
     with pytest.raises(BenchmarkError, match=r"bad\.csv:3: unknown label 'maybe'"):

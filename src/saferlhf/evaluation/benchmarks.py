@@ -53,6 +53,7 @@ CATEGORY_COLUMNS = ("category", "type", "semanticcategory", "harm_category")
 LABEL_VALUES = {
     "harmful": "harmful", "unsafe": "harmful", "toxic": "harmful", "harm": "harmful", "true": "harmful",
     "harmless": "harmless", "safe": "harmless", "benign": "harmless", "false": "harmless",
+    "pseudo_harmful": "harmless",  # the project's own labels (built-in prompts, experiments/data/minimal_pairs.jsonl)
     "controversial": "controversial",
 }
 
