@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--extra-group-size", type=int, default=1, help="rows kept together by --extra-part")
     args = parser.parse_args(argv)
     prompts = builtin_prompts(split="train")[:args.limit or None]
+    n_builtin = len(prompts)
     if args.extra:
         extra = PromptSet(path=args.extra, part=args.extra_part, group_size=args.extra_group_size)
         extra.validate("--extra ")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     summary = {"rows": len(rows), "harmful": sum(r["label"] == "harmful" for r in rows), "output": str(output),
-               "extra_rows": len(rows) - len(builtin_prompts(split="train")[:args.limit or None])}
+               "extra_rows": len(rows) - n_builtin}
     print(json.dumps(summary))
     return summary
 
